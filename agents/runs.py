@@ -1,0 +1,129 @@
+"""Runs: start a study, decide at a checkpoint, list and inspect. What the CLI, chat and review call."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import secrets
+import sqlite3
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Literal
+
+from langgraph.checkpoint.sqlite import SqliteSaver
+from langgraph.types import Command
+from pydantic import BaseModel
+
+from cardiomics import __version__, prompts
+from cardiomics.config import Settings
+from cardiomics.errors import InputError, NotFoundError, PolicyError
+
+from .graph import Services, build_graph
+from .state import Decision
+
+Waiting = Literal["qc-approval", "sign-off"]
+
+
+class RunStatus(BaseModel):
+    run_id: str
+    created_at: str
+    status: str
+    study_key: str | None = None
+    waiting_for: Waiting | None = None
+    report_version: int | None = None
+    error: dict[str, Any] | None = None
+
+
+class Runs:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = (settings or Settings.from_env()).ensure()
+        self.services = Services.from_settings(self.settings)
+        self._conn = sqlite3.connect(self.settings.checkpoint_db, check_same_thread=False)
+        self.graph = build_graph(self.services, SqliteSaver(self._conn))
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> "Runs":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @staticmethod
+    def _config(run_id: str) -> dict:
+        return {"configurable": {"thread_id": run_id}}
+
+    def _index(self, run_id: str) -> Path:
+        return self.settings.runs_dir / f"{run_id}.json"
+
+    def start(self, study_path: str, *, omics_path: str | None = None, height_cm: float | None = None,
+              weight_kg: float | None = None, sex: str | None = None) -> RunStatus:
+        """Start a run and take it to its first checkpoint (or to failure)."""
+        if not Path(study_path).exists():
+            raise InputError("not-found", f"study path {study_path} does not exist", hint="pass a DICOM series folder or a NIfTI file")
+        created = datetime.now(timezone.utc)
+        run_id = f"run-{created:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+        self._index(run_id).write_text(json.dumps({"run_id": run_id, "created_at": created.isoformat(timespec="seconds")}))
+        patient = {k: v for k, v in (("height_cm", height_cm), ("weight_kg", weight_kg), ("sex", sex)) if v is not None}
+        self.services.audit(run_id).append("run_start", "system", cardiomics_version=__version__, llm="none (deterministic planner)",
+                                           prompt_sha256=prompts.prompt_hashes(), omics=bool(omics_path),
+                                           patient_fields=sorted(patient), once_key="start")
+        self.graph.invoke({"run_id": run_id, "study_path": str(Path(study_path).resolve()), "omics_path": omics_path,
+                           "patient": patient, "status": "processing", "results": {}}, self._config(run_id))
+        return self.status(run_id)
+
+    @contextmanager
+    def _locked(self, run_id: str) -> Iterator[None]:
+        """One decision at a time per run, across processes."""
+        with open(self.settings.runs_dir / f"{run_id}.lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def decide(self, run_id: str, reviewer: str, decision: str, comment: str = "",
+               expect: Waiting | None = None) -> RunStatus:
+        """Record a reviewer's decision at the checkpoint the run waits at, and resume it.
+
+        ``expect`` names the checkpoint the reviewer saw; if the run has moved on since (another
+        reviewer decided first), the decision is refused and nothing is written.
+        """
+        Decision(reviewer=reviewer, decision=decision, comment=comment)  # validate before touching the run
+        with self._locked(run_id):
+            current = self.status(run_id)
+            if current.waiting_for is None:
+                raise PolicyError("not-waiting", f"run {run_id} is {current.status}; it waits for no decision",
+                                  hint="see `cardiomics runs`")
+            if expect is not None and current.waiting_for != expect:
+                raise PolicyError("moved-on", f"run {run_id} already moved on: it now waits for {current.waiting_for}",
+                                  hint="reload the run and decide on what it shows now")
+            if decision == "changes-requested" and current.waiting_for != "sign-off":
+                raise PolicyError("no-changes-at-qc", "changes can be requested on a report draft, not at segmentation QC",
+                                  hint="approve or reject the segmentation")
+            at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            self.graph.invoke(Command(resume={"reviewer": reviewer, "decision": decision, "comment": comment, "at": at}),
+                              self._config(run_id))
+            return self.status(run_id)
+
+    def status(self, run_id: str) -> RunStatus:
+        index = self._index(run_id)
+        if not index.exists():
+            raise NotFoundError("unknown-run", f"no run {run_id}", hint="list runs with `cardiomics runs`")
+        meta = json.loads(index.read_text())
+        snap = self.graph.get_state(self._config(run_id))
+        values = snap.values or {}
+        waiting = None
+        for intr in getattr(snap, "interrupts", ()) or ():
+            waiting = "qc-approval" if intr.value.get("checkpoint") == "qc" else "sign-off"
+        study = (values.get("results") or {}).get("load_study") or {}
+        status = values.get("status", "processing")
+        if status in ("awaiting-qc", "awaiting-signoff") and waiting is None:
+            status = "interrupted"  # stopped between steps (e.g. a crash): resumable
+        return RunStatus(run_id=run_id, created_at=meta["created_at"], status=status, study_key=study.get("study_key"),
+                         waiting_for=waiting, report_version=values.get("report_version"), error=values.get("error"))
+
+    def list(self) -> list[RunStatus]:
+        return [self.status(p.stem) for p in sorted(self.settings.runs_dir.glob("run-*.json"), reverse=True)]

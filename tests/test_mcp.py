@@ -1,0 +1,67 @@
+"""The MCP face: every registry tool listed with schemas, callable, typed errors on bad arguments."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import fastmcp
+import pytest
+from fastmcp.exceptions import ToolError
+
+from cardiomics.mcp_server import build_server
+from cardiomics.tools import ArtifactStore, ToolContext, registry
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_lists_every_tool_with_schemas(settings):
+    server = build_server(settings)
+
+    async def main():
+        async with fastmcp.Client(server) as c:
+            return await c.list_tools()
+
+    tools = {t.name: t for t in run(main())}
+    assert set(tools) == set(registry())
+    for name, t in tools.items():
+        assert t.input_schema["type"] == "object" and t.output_schema["type"] == "object", name
+        assert t.description and t.annotations.read_only_hint is registry()[name].read_only
+
+
+def test_calls_each_tool_and_audits(settings):
+    server = build_server(settings)
+    ctx = ToolContext(store=ArtifactStore(settings.artifacts_dir))
+    examples = {name: spec.example(ctx) for name, spec in sorted(registry().items())}
+
+    async def main():
+        out = {}
+        async with fastmcp.Client(server) as c:
+            for name, args in examples.items():
+                r = await c.call_tool(name, args)
+                out[name] = r.structured_content
+        return out
+
+    results = run(main())
+    for name, body in results.items():
+        assert body["provenance"]["tool"] == name
+    trail = next(settings.audit_dir.glob("mcp-*.jsonl")).read_text().splitlines()
+    called = [json.loads(l)["tool"] for l in trail if json.loads(l)["event"] == "tool_call"]
+    assert sorted(called) == sorted(examples)
+
+
+@pytest.mark.parametrize("args", [{"study_id": "not-an-id"}, {}, {"study_id": "study-" + "0" * 24}])
+def test_bad_argument_gets_typed_error(settings, args):
+    server = build_server(settings)
+
+    async def main():
+        async with fastmcp.Client(server) as c:
+            await c.call_tool("segment", args)
+
+    with pytest.raises(ToolError) as exc:
+        run(main())
+    body = json.loads(str(exc.value))
+    assert body["error"] in ("InputError", "NotFoundError") and body["code"] and body["hint"]
+    assert "Traceback" not in str(exc.value)

@@ -1,0 +1,138 @@
+"""cardiac_function: volumes, ejection fractions and mass from a cine segmentation."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from .._registry import ToolContext, tool
+from ..contract import Estimate, Interval, ModelRef, ToolOutput
+from ._labels import LV, MYO, MYOCARDIAL_DENSITY_G_PER_ML, RV
+from ._reference import Sex, reference_range
+
+
+class CardiacFunctionInput(BaseModel):
+    segmentation_id: str = Field(pattern=r"^seg-[0-9a-f]{16,64}$", description="Id returned by `segment`.")
+    height_cm: float | None = Field(None, gt=50, lt=250, description="Body height for BSA indexing.")
+    weight_kg: float | None = Field(None, gt=2, lt=400, description="Body weight for BSA indexing.")
+    sex: Sex | None = Field(None, description="Selects sex-specific reference ranges; both ranges' union when absent.")
+
+
+class FunctionQc(BaseModel):
+    check: str
+    passed: bool
+    detail: str
+
+
+class CardiacFunction(ToolOutput):
+    ed_frame: int = Field(description="End-diastolic frame: largest LV cavity volume over the cine.")
+    es_frame: int = Field(description="End-systolic frame: smallest LV cavity volume over the cine.")
+    lv_edv_ml: Estimate
+    lv_esv_ml: Estimate
+    lv_sv_ml: Estimate
+    lv_ef_pct: Estimate
+    lv_mass_g: Estimate
+    rv_edv_ml: Estimate
+    rv_esv_ml: Estimate
+    rv_ef_pct: Estimate
+    bsa_m2: float | None = Field(None, description="Body-surface area (Mosteller) when height and weight are known.")
+    lv_edv_index_ml_m2: Estimate | None = None
+    lv_esv_index_ml_m2: Estimate | None = None
+    lv_mass_index_g_m2: Estimate | None = None
+    rv_edv_index_ml_m2: Estimate | None = None
+    lv_volume_curve_ml: list[float] = Field(description="LV cavity volume per frame.")
+    rv_volume_curve_ml: list[float] = Field(description="RV cavity volume per frame.")
+    qc: list[FunctionQc]
+    qc_verdict: Literal["pass", "warn", "fail"]
+
+
+def _indices(labels: np.ndarray, voxel_ml: float, ed: int, es: int) -> dict[str, float]:
+    """Every index from one label map (T, S, R, C), at the given ED and ES frames."""
+    vol = lambda frame, v: float((labels[frame] == v).sum()) * voxel_ml  # noqa: E731
+    lv_edv, lv_esv, rv_edv, rv_esv = vol(ed, LV), vol(es, LV), vol(ed, RV), vol(es, RV)
+    return {
+        "lv_edv_ml": lv_edv, "lv_esv_ml": lv_esv, "lv_sv_ml": lv_edv - lv_esv,
+        "lv_ef_pct": 100.0 * (lv_edv - lv_esv) / lv_edv if lv_edv > 0 else 0.0,
+        "lv_mass_g": vol(ed, MYO) * MYOCARDIAL_DENSITY_G_PER_ML,
+        "rv_edv_ml": rv_edv, "rv_esv_ml": rv_esv,
+        "rv_ef_pct": 100.0 * (rv_edv - rv_esv) / rv_edv if rv_edv > 0 else 0.0,
+    }
+
+
+def mosteller_bsa(height_cm: float, weight_kg: float) -> float:
+    return math.sqrt(height_cm * weight_kg / 3600.0)
+
+
+_UNITS = {"ml": "ml", "pct": "%", "g": "g", "ml_m2": "ml/m²", "g_m2": "g/m²"}
+
+
+def _unit(name: str) -> str:
+    for suffix in ("ml_m2", "g_m2", "ml", "pct", "g"):
+        if name.endswith("_" + suffix):
+            return _UNITS[suffix]
+    raise ValueError(name)
+
+
+def _example(ctx: ToolContext) -> dict:
+    from ._segment import _example as seg_example
+    from .. import call_tool
+
+    seg = call_tool("segment", seg_example(ctx), ctx)
+    return {"segmentation_id": seg.segmentation_id, "height_cm": 170, "weight_kg": 70}
+
+
+@tool(role="processing", example=_example)
+def cardiac_function(inp: CardiacFunctionInput, ctx: ToolContext) -> CardiacFunction:
+    """LV and RV volumes, stroke volume, ejection fractions and LV mass (1.05 g/ml) from a segmentation.
+
+    Use after `segment`. End-diastole and end-systole are the largest and smallest LV cavity volume
+    over the whole cine. Indexed values need height and weight (Mosteller BSA). Each value carries
+    an interval from test-time augmentation and a flag against published adult reference ranges.
+    """
+    meta = ctx.store.meta(inp.segmentation_id)
+    arrays = ctx.store.arrays(inp.segmentation_id)
+    ctx.used_input("segmentation", ctx.store.digest(inp.segmentation_id))
+    ctx.used_model(ModelRef(**meta["model"]))
+    labels = arrays["labels"]
+    s, r, c = meta["spacing_mm"]
+    voxel_ml = s * r * c / 1000.0
+    lv_curve = (labels == LV).sum(axis=(1, 2, 3)) * voxel_ml
+    rv_curve = (labels == RV).sum(axis=(1, 2, 3)) * voxel_ml
+    ed, es = int(np.argmax(lv_curve)), int(np.argmin(lv_curve))
+    point = _indices(labels, voxel_ml, ed, es)
+    members = [_indices(m, voxel_ml, ed, es) for m in arrays.get("tta", [])]
+
+    bsa = mosteller_bsa(inp.height_cm, inp.weight_kg) if inp.height_cm and inp.weight_kg else None
+    if bsa:
+        for src, dst in (("lv_edv_ml", "lv_edv_index_ml_m2"), ("lv_esv_ml", "lv_esv_index_ml_m2"),
+                         ("lv_mass_g", "lv_mass_index_g_m2"), ("rv_edv_ml", "rv_edv_index_ml_m2")):
+            point[dst] = point[src] / bsa
+            for m in members:
+                m[dst] = m[src] / bsa
+
+    def estimate(name: str) -> Estimate:
+        interval = None
+        if len(members) >= 2:
+            values = np.array([point[name]] + [m[name] for m in members])
+            sd = float(values.std(ddof=1))
+            interval = Interval(lower=round(point[name] - 1.96 * sd, 1), upper=round(point[name] + 1.96 * sd, 1), level=0.95,
+                                method=f"±1.96 SD over the prediction and {len(members)} test-time augmentations (segmentation uncertainty only)")
+        return Estimate.of(point[name], _unit(name), reference=reference_range(name, inp.sex), interval=interval)
+
+    fields = {name: estimate(name) for name in point}
+    qc = [
+        FunctionQc(check="ed-es-distinct", passed=ed != es, detail=f"ED frame {ed}, ES frame {es}"),
+        FunctionQc(check="lv-ef-plausible", passed=5 <= point["lv_ef_pct"] <= 90, detail=f"LVEF {point['lv_ef_pct']:.1f} % (5–90 % plausible)"),
+        FunctionQc(check="lv-edv-plausible", passed=20 <= point["lv_edv_ml"] <= 600, detail=f"LVEDV {point['lv_edv_ml']:.0f} ml (20–600 ml plausible)"),
+        FunctionQc(check="lv-mass-plausible", passed=20 <= point["lv_mass_g"] <= 500, detail=f"LV mass {point['lv_mass_g']:.0f} g (20–500 g plausible)"),
+        FunctionQc(check="rv-found", passed=point["rv_edv_ml"] > 5, detail=f"RVEDV {point['rv_edv_ml']:.0f} ml"),
+    ]
+    verdict = "pass" if all(q.passed for q in qc) else "warn"
+    return CardiacFunction(
+        ed_frame=ed, es_frame=es, bsa_m2=round(bsa, 3) if bsa else None,
+        lv_volume_curve_ml=[round(float(v), 2) for v in lv_curve], rv_volume_curve_ml=[round(float(v), 2) for v in rv_curve],
+        qc=qc, qc_verdict=verdict, **fields,
+    )
