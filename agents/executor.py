@@ -25,11 +25,12 @@ log = structlog.get_logger(__name__)
 class ToolExecutor:
     ctx: ToolContext
     audit: AuditTrail
+    epoch: str = ""  # which execution of a node this is (e.g. "explanation:v2"): a legitimate repeat logs again
 
     def call(self, role: str, name: str, arguments: dict, *, step: str | None = None) -> ToolOutput:
         """Run one tool for ``role``; audit it once per ``step`` key (a resumed node does not log twice)."""
         args_hash = sha256_json(arguments)
-        once = f"{role}:{step or name}:{args_hash}"
+        once = f"{self.epoch}:{role}:{step or name}:{args_hash}"
         if name not in allowed_tools(role):
             self.audit.append("tool_refused", role, tool=name, args_sha256=args_hash, reason="not in the role's allow-list")
             raise PolicyError("tool-not-allowed", f"the {role} agent may not call {name!r}",

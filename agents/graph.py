@@ -21,7 +21,7 @@ from cardiomics.errors import CardiomicsError
 from cardiomics.tools import ArtifactStore, ToolContext
 from cardiomics.tools.report import Signature
 
-from . import protocol
+from .protocol import DeterministicPlanner, Planner
 from .compose import compose
 from .executor import ToolExecutor
 from .grounding import check, numeric_values
@@ -45,17 +45,20 @@ class Services:
     def audit(self, run_id: str) -> AuditTrail:
         return AuditTrail(self.settings.audit_dir, run_id)
 
-    def executor(self, run_id: str) -> ToolExecutor:
-        return ToolExecutor(ToolContext(store=self.store, seed=0), self.audit(run_id))
+    def executor(self, run_id: str, epoch: str = "") -> ToolExecutor:
+        return ToolExecutor(ToolContext(store=self.store, seed=0), self.audit(run_id), epoch)
 
 
 def _dump(outputs: dict[str, Any]) -> dict[str, Any]:
     return {k: v.model_dump(mode="json") for k, v in outputs.items()}
 
 
-def build_graph(services: Services, checkpointer):
+def build_graph(services: Services, checkpointer, planner: Planner | None = None):
+    planner = planner or DeterministicPlanner()
+
     def run_role(role: str, fn, state: RunState, next_status: str) -> dict:
-        ex = services.executor(state["run_id"])
+        epoch = f"{role}:v{state.get('report_version', 0) + 1}" if role == "explanation" else role
+        ex = services.executor(state["run_id"], epoch)
         try:
             outputs = fn(ex, state)
         except CardiomicsError as exc:
@@ -64,7 +67,7 @@ def build_graph(services: Services, checkpointer):
         return {"results": _dump(outputs), "status": next_status}
 
     def processing(state: RunState) -> dict:
-        return run_role("processing", protocol.processing, state, "awaiting-qc")
+        return run_role("processing", planner.processing, state, "awaiting-qc")
 
     def qc_approval(state: RunState) -> dict:
         res = state["results"]
@@ -74,17 +77,28 @@ def build_graph(services: Services, checkpointer):
         return _decide(state, "qc", interrupt(payload), approved_status="analysis")
 
     def analysis(state: RunState) -> dict:
-        return run_role("analysis", protocol.analysis, state, "explanation")
+        return run_role("analysis", planner.analysis, state, "explanation")
 
     def explanation(state: RunState) -> dict:
-        update = run_role("explanation", protocol.explanation, state, "awaiting-signoff")
+        update = run_role("explanation", planner.explanation, state, "awaiting-signoff")
         if update["status"] == "failed":
             return update
         merged = {**state, "results": {**state["results"], **update["results"]}}
         version = state.get("report_version", 0) + 1
         report = compose(merged, version)
         values = [v for k, r in merged["results"].items() if k != "report_figures" for v in numeric_values(r)]
-        report.grounding_flags = check(report.narrative, values)
+        retrieved = [h["id"] for r in merged["results"].values() if isinstance(r, dict) for h in r.get("passages", [])]
+        ex = services.executor(state["run_id"])
+        # a draft that fails the grounding check goes back once with its problems, then is shown flagged
+        problems: list[str] = []
+        for attempt in (1, 2):
+            draft = planner.narrative(ex, merged, report.narrative if attempt == 1 else draft, problems)
+            problems = check(draft, values, retrieved)
+            ex.audit.append("grounding_check", "explanation", version=version, attempt=attempt, problems=problems,
+                            once_key=f"grounding:v{version}:{attempt}")
+            if not problems:
+                break
+        report.narrative, report.grounding_flags = draft, problems
         services.reports.save(report)
         services.audit(state["run_id"]).append(
             "report_version", "explanation", version=version, status=report.status,

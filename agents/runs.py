@@ -5,13 +5,11 @@ from __future__ import annotations
 import fcntl
 import json
 import secrets
-import sqlite3
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
-from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 from pydantic import BaseModel
 
@@ -19,7 +17,9 @@ from cardiomics import __version__, prompts
 from cardiomics.config import Settings
 from cardiomics.errors import InputError, NotFoundError, PolicyError
 
+from .checkpointer import Checkpointer
 from .graph import Services, build_graph
+from .protocol import Planner
 from .state import Decision
 
 Waiting = Literal["qc-approval", "sign-off"]
@@ -36,14 +36,14 @@ class RunStatus(BaseModel):
 
 
 class Runs:
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, planner: Planner | None = None) -> None:
         self.settings = (settings or Settings.from_env()).ensure()
         self.services = Services.from_settings(self.settings)
-        self._conn = sqlite3.connect(self.settings.checkpoint_db, check_same_thread=False)
-        self.graph = build_graph(self.services, SqliteSaver(self._conn))
+        self._checkpointer = Checkpointer(self.settings)
+        self.graph = build_graph(self.services, self._checkpointer.saver, planner)
 
     def close(self) -> None:
-        self._conn.close()
+        self._checkpointer.close()
 
     def __enter__(self) -> "Runs":
         return self

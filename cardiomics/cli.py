@@ -253,22 +253,20 @@ def audit_verify(run_id: Optional[str] = typer.Argument(None, help="One run; eve
         raise typer.Exit(1)
 
 
-@app.command()
-@friendly
-def mcp(http: bool = typer.Option(False, "--http", help="Serve streamable HTTP instead of stdio."),
-        host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8766)) -> None:
-    """Serve every registered tool over MCP (stdio by default)."""
-    from cardiomics.mcp_server import build_server
+# Commands owned by other modules register themselves; each keeps heavy imports inside its commands.
+_COMMAND_MODULES = ("cardiomics.mcp_cli", "cardiomics.review_cli", "cardiomics.chat_cli", "cardiomics.batch_cli")
 
-    if http and host not in ("127.0.0.1", "localhost", "::1"):
-        err.print("[bold red]refused[/]: MCP over HTTP has no authentication yet; bind it to loopback (127.0.0.1) only.")
-        raise typer.Exit(2)
-    server = build_server()
-    if http:
-        err.print(f"[yellow]MCP over HTTP on {host}:{port} without authentication (loopback only)[/]")
-        server.run(transport="http", host=host, port=port, show_banner=False)
-    else:
-        server.run(transport="stdio", show_banner=False)  # stdout belongs to the protocol
+
+def _register_commands() -> None:
+    import importlib
+    import importlib.util
+
+    for name in _COMMAND_MODULES:
+        if importlib.util.find_spec(name) is not None:
+            importlib.import_module(name).register(app, friendly=friendly, out=out, err=err)
+
+
+_register_commands()
 
 
 def main() -> None:

@@ -62,3 +62,9 @@ class AuditError(CardiomicsError):
     """The audit trail cannot be written or does not verify."""
 
     kind = "AuditError"
+
+
+class ToolFailure(CardiomicsError):
+    """A tool failed for a reason it did not foresee; the traceback goes to the log, not the caller."""
+
+    kind = "ToolFailure"

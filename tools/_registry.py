@@ -14,10 +14,14 @@ from typing import Any, Callable, Literal, get_type_hints
 
 from pydantic import BaseModel, ValidationError
 
-from cardiomics.errors import CardiomicsError, InputError, NotFoundError
+import structlog
+
+from cardiomics.errors import CardiomicsError, InputError, NotFoundError, ToolFailure
 from cardiomics.hashing import sha256_json
 
 from .contract import ModelRef, Provenance, ToolOutput
+
+log = structlog.get_logger(__name__)
 
 Role = Literal["processing", "analysis", "explanation"]
 
@@ -125,9 +129,10 @@ def call_tool(name: str, arguments: dict | BaseModel, ctx: ToolContext) -> ToolO
         out = spec.func(inp, ctx)
     except CardiomicsError:
         raise
-    except (ValueError, OSError, KeyError, IndexError) as exc:  # defects become typed, never raw
-        raise InputError("tool-failed", f"{name} failed: {type(exc).__name__}: {exc}",
-                         hint="check the inputs; report this if they are valid") from exc
+    except Exception as exc:  # a defect or an unforeseen input: typed for the caller, traceback to the log
+        log.error("tool raised", tool=name, exc_info=True)
+        raise ToolFailure("tool-failed", f"{name} failed: {type(exc).__name__}: {str(exc)[:300]}",
+                          hint="check the inputs; if they are valid this is a defect (the traceback is in the log)") from exc
     duration = time.perf_counter() - started
     args_json = inp.model_dump(mode="json")
     shown = {k: (f"sha256:{sha256_json(v)[:16]}" if k in spec.private else v) for k, v in args_json.items()}
