@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, StrictUndefined
@@ -25,6 +27,11 @@ LIMITATIONS = [
 ]
 
 
+MOLECULAR_LIMITATIONS = [
+    "Programme scores are measured in the omics data provided; their link to the imaging findings is context, not causation.",
+]
+
+
 def findings(func: dict[str, Any]) -> list[Finding]:
     rid = func["provenance"]["result_id"]
     out = []
@@ -35,9 +42,77 @@ def findings(func: dict[str, Any]) -> list[Finding]:
     return out
 
 
+def regional_findings(regional: dict[str, Any] | None) -> list[Finding]:
+    """ED wall thickness per AHA segment: only the flagged ones, so the table stays readable."""
+    if not regional:
+        return []
+    rid = regional["provenance"]["result_id"]
+    out = []
+    for seg in regional["segments"]:
+        est = seg.get("ed_wall_thickness_mm")
+        if est and est["flag"] in ("low", "high"):
+            out.append(Finding(key=f"aha{seg['segment']}_ed_wall_thickness_mm", label=f"Segment {seg['segment']} ({seg['name']}) ED wall thickness",
+                               section="Regional (AHA 16 segments)", result_id=rid, **est))
+    return out
+
+
+def molecular_findings(results: dict[str, Any]) -> list[Finding]:
+    """Programme scores measured in the patient's own omics data (never predicted ones here)."""
+    scores = results.get("score_programmes")
+    if not scores:
+        return []
+    rid = scores["provenance"]["result_id"]
+    out = []
+    for prog in scores["programmes"]:
+        if not prog.get("scored") or not prog.get("mean_score"):
+            continue
+        active = prog.get("p_fraction_active") is not None and prog["p_fraction_active"] < scores["alpha"]
+        est = dict(prog["mean_score"])
+        est["flag"] = "high" if active else "normal"
+        est["reference"] = None
+        note = (f"measured; active in {100 * prog['fraction_active']:.0f} % of {scores['n_obs']} {scores['kind']} observations "
+                f"(p {prog['p_fraction_active']:.2g} against random gene sets)") if prog.get("fraction_active") is not None else "measured"
+        out.append(Finding(key=f"programme_{prog['name']}", label=f"{prog['name'].replace('_', ' ')} programme", section="Molecular context (measured)",
+                           note=note, result_id=rid, **est))
+    return out
+
+
+def literature(results: dict[str, Any]) -> list[dict[str, str]]:
+    """The top passage of each knowledge search of this run (title and id), for citation in the text."""
+    seen, out = set(), []
+    for key in sorted(k for k in results if k.startswith("knowledge_search")):
+        for passage in results[key]["passages"][:1]:
+            if passage["id"] not in seen:
+                seen.add(passage["id"])
+                out.append({"id": passage["id"], "title": passage["title"]})
+    return out
+
+
+def molecular_summary(results: dict[str, Any]) -> str:
+    scores = results.get("score_programmes")
+    if not scores:
+        return ""
+    active = [p["name"].replace("_", " ") for p in scores["programmes"]
+              if p.get("scored") and p.get("p_fraction_active") is not None and p["p_fraction_active"] < scores["alpha"]]
+    text = (f"Molecular context (measured in the {scores['kind']} omics data provided): "
+            + (f"programmes active beyond random gene sets: {', '.join(active)}." if active else "no programme active beyond random gene sets."))
+    return text
+
+
+def figures(results: dict[str, Any]) -> list[Figure]:
+    figs = [Figure(**f) for f in results.get("report_figures", {}).get("figures", [])]
+    figs += [Figure(**f) for f in (results.get("regional_function") or {}).get("figures", [])]
+    domains = results.get("spatial_domains")
+    if domains and domains.get("figure_path") and Path(domains["figure_path"]).exists():
+        png = base64.b64encode(Path(domains["figure_path"]).read_bytes()).decode()
+        figs.append(Figure(id=domains["figure_id"], title="Spatial domains and programme score over the tissue",
+                           png_base64=png, result_id=domains["domains_id"]))
+    return figs
+
+
 def qc_items(results: dict[str, Any]) -> tuple[list[QcItem], str]:
     items, verdicts = [], []
-    for stage in ("load_study", "segment", "cardiac_function"):
+    for stage in ("load_study", "segment", "cardiac_function", "regional_function"):
         r = results.get(stage)
         if r:
             verdicts.append(r["qc_verdict"])
@@ -46,26 +121,28 @@ def qc_items(results: dict[str, Any]) -> tuple[list[QcItem], str]:
     return items, verdict
 
 
-def narrative(found: list[Finding], qc_verdict: str, change_requests: list[str], molecular: str = "") -> str:
-    env = Environment(undefined=StrictUndefined, autoescape=False, trim_blocks=True, lstrip_blocks=True)
+def narrative(found: list[Finding], qc_verdict: str, change_requests: list[str], molecular: str = "",
+              passages: list[dict[str, str]] | None = None) -> str:
+    """The template filled from tool outputs; every number in it is a tool output at printed precision."""
+    env = Environment(undefined=StrictUndefined, autoescape=False)
     template = env.from_string(prompts.load("report_narrative.md.j2"))
     f = {x.key: f"{x.value:.1f}" for x in found}
     flags = {x.key: x.flag for x in found}
-    flagged = [f"{x.label} {x.value:.1f} {x.unit} ({x.flag})" for x in found if x.flag in ("low", "high")]
-    return template.render(f=f, flags=flags, flagged=flagged, qc_verdict=qc_verdict,
-                           change_requests=change_requests, molecular=molecular).strip()
+    flagged = [f"{x.label} {x.value:.1f} {x.unit} ({x.flag})" for x in found if x.reference and x.flag in ("low", "high")]
+    return template.render(f=f, flags=flags, flagged=flagged, qc_verdict=qc_verdict, change_requests=change_requests,
+                           molecular=molecular, passages=passages or []).strip()
 
 
 def compose(state: dict[str, Any], version: int) -> Report:
     results = state["results"]
-    found = findings(results["cardiac_function"])
+    found = findings(results["cardiac_function"]) + regional_findings(results.get("regional_function")) + molecular_findings(results)
     qc, verdict = qc_items(results)
     provenance = {r["provenance"]["result_id"]: Provenance.model_validate(r["provenance"])
                   for r in results.values() if isinstance(r, dict) and r.get("provenance")}
-    figures = [Figure(**f) for f in results.get("report_figures", {}).get("figures", [])]
     return Report(
         run_id=state["run_id"], study_key=results["load_study"]["study_key"], version=version, status="draft",
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), findings=found, qc=qc, qc_verdict=verdict,
-        narrative=narrative(found, verdict, state.get("change_requests", [])), limitations=LIMITATIONS,
-        figures=figures, provenance=provenance,
+        narrative=narrative(found, verdict, state.get("change_requests", []), molecular_summary(results), literature(results)),
+        limitations=LIMITATIONS + (MOLECULAR_LIMITATIONS if results.get("score_programmes") else []),
+        figures=figures(results), provenance=provenance,
     )

@@ -29,6 +29,29 @@ class Planner(Protocol):
         ...
 
 
+IMAGING_TERMS = {
+    "lv_ef_pct": "left ventricular ejection fraction", "lv_edv_ml": "left ventricular end-diastolic volume",
+    "lv_mass_g": "left ventricular mass hypertrophy", "rv_ef_pct": "right ventricular ejection fraction",
+    "rv_edv_ml": "right ventricular dilatation",
+}
+
+
+def literature_queries(results: dict[str, Any], analysis: dict[str, ToolOutput], limit: int = 3) -> list[str]:
+    """Questions for the knowledge base, from what is flagged: abnormal imaging values, active programmes."""
+    queries = []
+    func = results.get("cardiac_function") or {}
+    for key, words in IMAGING_TERMS.items():
+        est = func.get(key)
+        if est and est.get("flag") in ("low", "high"):
+            queries.append(f"{'reduced' if est['flag'] == 'low' else 'increased'} {words}: causes and molecular mechanisms")
+    scores = analysis.get("score_programmes")
+    if scores is not None:
+        for prog in scores.programmes:
+            if prog.scored and prog.p_fraction_active is not None and prog.p_fraction_active < scores.alpha:
+                queries.append(f"{prog.name.replace('_', ' ')} programme in the heart and its imaging correlates")
+    return queries[:limit]
+
+
 class DeterministicPlanner:
     name = "deterministic"
 
@@ -37,11 +60,24 @@ class DeterministicPlanner:
         study = ex.call("processing", "load_study", {"path": state["study_path"]})
         seg = ex.call("processing", "segment", {"study_id": study.study_id})
         func = ex.call("processing", "cardiac_function", {"segmentation_id": seg.segmentation_id, **patient})
-        return {"load_study": study, "segment": seg, "cardiac_function": func}
+        regional = ex.call("processing", "regional_function", {"segmentation_id": seg.segmentation_id})
+        return {"load_study": study, "segment": seg, "cardiac_function": func, "regional_function": regional}
 
     def analysis(self, ex: ToolExecutor, state: dict[str, Any]) -> dict[str, ToolOutput]:
         """Molecular context when an omics file was given; nothing is computed without data."""
-        return {}
+        out: dict[str, ToolOutput] = {}
+        if state.get("omics_path"):
+            loaded = ex.call("analysis", "load_omics", {"path": state["omics_path"]})
+            qc = ex.call("analysis", "omics_qc", {"omics_id": loaded.omics_id})
+            out.update(load_omics=loaded, omics_qc=qc)
+            out["score_programmes"] = ex.call("analysis", "score_programmes", {"omics_id": qc.omics_id})
+            out["omics_embedding"] = ex.call("analysis", "omics_embedding", {"omics_id": qc.omics_id})
+            if loaded.kind == "spatial":
+                out["deconvolve_spots"] = ex.call("analysis", "deconvolve_spots", {"omics_id": qc.omics_id})
+                out["spatial_domains"] = ex.call("analysis", "spatial_domains", {"omics_id": qc.omics_id})
+        for i, query in enumerate(literature_queries(state["results"], out)):
+            out[f"knowledge_search:{i + 1}"] = ex.call("analysis", "knowledge_search", {"query": query, "k": 2})
+        return out
 
     def explanation(self, ex: ToolExecutor, state: dict[str, Any]) -> dict[str, ToolOutput]:
         results = state["results"]

@@ -91,12 +91,14 @@ def _findings_table(runs, run_id: str) -> None:
 def demo() -> None:
     """Create the shipped phantom study (if absent) and analyse it up to QC approval."""
     from cardiomics.tools.imaging import ensure_sample
+    from cardiomics.tools.omics._examples import example_spatial
 
     with _runs() as runs:
-        with err.status("Writing the sample phantom study (DICOM)…"):
+        with err.status("Writing the sample: phantom cine study (DICOM) and simulated spatial transcriptomics…"):
             folder = ensure_sample(runs.settings.home / "sample")
-        with err.status("Analysing the sample study: load, QC, segment, cardiac function…"):
-            st = runs.start(str(folder), height_cm=172, weight_kg=70, sex="female")
+            omics = example_spatial(runs.settings.home / "sample", seed=7)
+        with err.status("Analysing the sample study: load, QC, segment, cardiac and regional function…"):
+            st = runs.start(str(folder), omics_path=str(omics), height_cm=172, weight_kg=70, sex="female")
         _findings_table(runs, st.run_id)
         truth = json.loads((folder.parent / "truth.json").read_text())["truth"]
         out.print(f"phantom ground truth: LVEDV {truth['lv_edv_ml']:.1f} ml, LVESV {truth['lv_esv_ml']:.1f} ml, "

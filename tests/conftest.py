@@ -27,10 +27,17 @@ def data_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def knowledge_dir(tmp_path_factory) -> Path:
+    """One knowledge index for the session: building it embeds the whole corpus."""
+    return tmp_path_factory.mktemp("knowledge")
+
+
 @pytest.fixture
-def settings(tmp_path, monkeypatch):
+def settings(tmp_path, monkeypatch, knowledge_dir):
     from cardiomics.config import Settings
 
+    monkeypatch.setenv("CARDIOMICS_KNOWLEDGE_DIR", str(knowledge_dir))
     monkeypatch.setenv("CARDIOMICS_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("CARDIOMICS_AUDIT_DIR", str(tmp_path / "audit"))
     return Settings.from_env().ensure()

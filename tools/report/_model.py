@@ -20,6 +20,7 @@ class Finding(BaseModel):
     reference: ReferenceRange | None = None
     flag: Literal["normal", "low", "high", "not-assessed"] = "not-assessed"
     section: str = "Cardiac function"
+    note: str = Field("", description="What the value is (e.g. 'measured' or 'predicted') and its significance, in words.")
     result_id: str = Field(description="Provenance id of the tool output the value comes from.")
 
 

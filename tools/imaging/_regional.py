@@ -1,0 +1,530 @@
+"""regional_function: AHA 16-segment wall thickness and systolic thickening from a cine segmentation.
+
+Segment model (Cerqueira et al., Circulation 2002): the short-axis slices holding LV myocardium at
+end-diastole are split into basal / mid / apical thirds (6 / 6 / 4 segments). The angular origin
+comes from the anatomy: on every slice the myocardium touching the RV cavity forms an arc whose
+ends are the anterior and inferior RV insertion points; their bisector is the mid-septum (the
+boundary of segments 2|3 and 8|9, the centre of 14). Slices without RV contact (usually apical)
+take the septal direction of the nearest slice that has one.
+
+Orientation. Which insertion point is anterior depends only on the handedness of the display:
+in the standard short-axis view (as seen from the apex; RV on the left, anterior up) anterior lies
+clockwise on screen from the septum and inferior counter-clockwise. A mirrored display reverses
+this. With ``orientation="auto"`` the patient's anterior direction is projected into the image
+plane from trusted geometry (DICOM orientation; an oblique, coded NIfTI affine) and the insertion
+point nearer to it is taken as anterior. Without such geometry the standard view is assumed and
+the output says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import structlog
+from pydantic import BaseModel, Field
+from scipy import ndimage
+
+from cardiomics.errors import InputError
+
+from .._registry import ToolContext, tool
+from ..contract import Estimate, Interval, ModelRef, ReferenceRange, ToolOutput
+from ._bullseye import BullseyeFigure, bullseye_figure
+from ._labels import LV, MYO, RV
+
+log = structlog.get_logger(__name__)
+
+SEGMENT_NAMES = {
+    1: "basal anterior", 2: "basal anteroseptal", 3: "basal inferoseptal", 4: "basal inferior",
+    5: "basal inferolateral", 6: "basal anterolateral", 7: "mid anterior", 8: "mid anteroseptal",
+    9: "mid inferoseptal", 10: "mid inferior", 11: "mid inferolateral", 12: "mid anterolateral",
+    13: "apical anterior", 14: "apical septal", 15: "apical inferior", 16: "apical lateral",
+}
+SEPTAL_SEGMENTS = (2, 3, 8, 9, 14)
+Level = Literal["basal", "mid", "apical"]
+Orientation = Literal["auto", "standard", "mirrored"]
+STANDARD_VIEW = ("standard short-axis view assumed (as seen from the apex: RV on the screen left, anterior up): "
+                 "the anterior RV insertion lies clockwise on screen from the septum")
+_DATA = Path(__file__).with_name("data") / "regional_reference.json"
+
+
+@lru_cache(maxsize=1)
+def _reference_table() -> dict:
+    return json.loads(_DATA.read_text())
+
+
+def thickness_reference() -> ReferenceRange:
+    entry = _reference_table()["ed_wall_thickness_mm"]
+    return ReferenceRange(lower=entry["lower"], upper=entry["upper"], population=entry["population"], source=entry["source"])
+
+
+# --------------------------------------------------------------------------------------------
+# geometry: where each segment lies
+
+
+def _screen_angles(shape: tuple[int, int], centre: tuple[float, float], row_mm: float, col_mm: float) -> np.ndarray:
+    """On-screen angle (deg, counter-clockwise from +column, rows running down) of every pixel about ``centre``."""
+    rr, cc = np.indices(shape, dtype=np.float64)
+    return np.degrees(np.arctan2(-(rr - centre[0]) * row_mm, (cc - centre[1]) * col_mm)) % 360.0
+
+
+def _centre(mask_cavity: np.ndarray, mask_myo: np.ndarray) -> tuple[float, float]:
+    """LV blood-pool centroid; the centroid of the myocardium where there is no cavity (apical cap)."""
+    use = mask_cavity if mask_cavity.sum() >= 3 else (mask_myo | mask_cavity)
+    r, c = ndimage.center_of_mass(use)
+    return float(r), float(c)
+
+
+def _insertion_arc(angles: np.ndarray) -> tuple[float, float] | None:
+    """(start, width) in deg of the smallest counter-clockwise arc holding all angles (the RV contact arc)."""
+    if angles.size < 3:
+        return None
+    a = np.sort(angles % 360.0)
+    gaps = np.diff(np.concatenate([a, [a[0] + 360.0]]))
+    j = int(np.argmax(gaps))
+    width = 360.0 - float(gaps[j])
+    if width < 5.0:
+        return None
+    return float(a[(j + 1) % a.size]), width
+
+
+def _six(beta: np.ndarray) -> np.ndarray:
+    """Basal/mid segment index 1-6 from beta (deg counter-clockwise from septum towards inferior, standard)."""
+    return (np.floor(((beta + 120.0) % 360.0) / 60.0).astype(np.int64) % 6) + 1
+
+
+def _four(beta: np.ndarray) -> np.ndarray:
+    return (np.floor(((beta + 135.0) % 360.0) / 90.0).astype(np.int64) % 4) + 13
+
+
+@dataclass
+class AhaFrame:
+    """Per-slice LV centre, level and septal direction of an ED label map: where each segment lies."""
+
+    row_mm: float
+    col_mm: float
+    handedness: int  # +1 standard view (anterior clockwise from the septum on screen), -1 mirrored
+    base_first: bool
+    level: dict[int, Level] = field(default_factory=dict)
+    centre: dict[int, tuple[float, float]] = field(default_factory=dict)
+    septal_deg: dict[int, float] = field(default_factory=dict)
+    insertion_deg: dict[int, tuple[float, float]] = field(default_factory=dict)  # (anterior, inferior), slices with RV contact
+
+    def beta(self, s: int, angles: np.ndarray) -> np.ndarray:
+        """Angle from the septal direction, positive towards inferior (whatever the display handedness)."""
+        return (self.handedness * (angles - self.septal_deg[s])) % 360.0
+
+    def segments_at(self, s: int, angles: np.ndarray) -> np.ndarray:
+        beta = self.beta(s, angles)
+        if self.level[s] == "apical":
+            return _four(beta)
+        return _six(beta) + (6 if self.level[s] == "mid" else 0)
+
+    def segment_map(self, myo: np.ndarray) -> np.ndarray:
+        """AHA segment of every voxel of ``myo`` (S, R, C) on the slices of this frame; 0 elsewhere."""
+        out = np.zeros(myo.shape, dtype=np.uint8)
+        for s in self.level:
+            ang = _screen_angles(myo.shape[1:], self.centre[s], self.row_mm, self.col_mm)
+            out[s] = np.where(myo[s], self.segments_at(s, ang), 0)
+        return out
+
+    @property
+    def slices(self) -> list[int]:
+        return sorted(self.level)
+
+
+def _base_first(labels_ed: np.ndarray, slices: list[int]) -> bool:
+    """The apex is the end where the LV (cavity + wall) is smallest; ties keep slice 0 as the base."""
+    area = np.array([np.count_nonzero((labels_ed[s] == MYO) | (labels_ed[s] == LV)) for s in slices], dtype=float)
+    half = max(1, len(slices) // 2)
+    return not area[-half:].mean() > area[:half].mean()
+
+
+def aha_frame(labels_ed: np.ndarray, spacing_mm, *, handedness: int = 1) -> AhaFrame:
+    """Locate the 16 AHA segments on an ED label map (S, R, C) with ACDC values.
+
+    Raises InputError when there is no myocardium, fewer than three slices hold it, or the RV never
+    touches the myocardium (the septum cannot then be found from the anatomy).
+    """
+    labels_ed = np.asarray(labels_ed)
+    if labels_ed.ndim != 3:
+        raise InputError("bad-label-shape", f"expected an ED label map (slice, row, column), got shape {labels_ed.shape}",
+                         hint="pass one frame of the segmentation")
+    row_mm, col_mm = float(spacing_mm[-2]), float(spacing_mm[-1])
+    myo = labels_ed == MYO
+    slices = [s for s in range(labels_ed.shape[0]) if myo[s].any()]
+    if not slices:
+        raise InputError("no-myocardium", "the segmentation holds no LV myocardium (label 2) at end-diastole",
+                         hint="check the segmentation QC; regional analysis needs the LV wall")
+    if len(slices) < 3:
+        raise InputError("too-few-slices", f"LV myocardium on only {len(slices)} slice(s); the AHA model needs basal, mid and apical slices",
+                         hint="use a short-axis stack covering the LV from base to apex")
+    base_first = _base_first(labels_ed, slices)
+    ordered = slices if base_first else slices[::-1]
+    frame = AhaFrame(row_mm=row_mm, col_mm=col_mm, handedness=1 if handedness >= 0 else -1, base_first=base_first)
+    for name, group in zip(("basal", "mid", "apical"), np.array_split(np.asarray(ordered), 3)):
+        for s in group:
+            frame.level[int(s)] = name  # type: ignore[assignment]
+    reach = max(1, int(round(2.0 / min(row_mm, col_mm))))  # RV within ~2 mm of the wall counts as contact
+    found: dict[int, float] = {}
+    for s in slices:
+        frame.centre[s] = _centre(labels_ed[s] == LV, myo[s])
+        rv = labels_ed[s] == RV
+        if not rv.any():
+            continue
+        contact = myo[s] & ndimage.binary_dilation(rv, iterations=reach)
+        ang = _screen_angles(contact.shape, frame.centre[s], row_mm, col_mm)[contact]
+        arc = _insertion_arc(ang)
+        if arc is None:
+            continue
+        start, width = arc
+        found[s] = (start + width / 2.0) % 360.0
+        ends = (start % 360.0, (start + width) % 360.0)  # clockwise end first
+        frame.insertion_deg[s] = ends if frame.handedness == 1 else ends[::-1]
+    if not found:
+        raise InputError("no-rv-contact", "the RV cavity (label 1) touches the LV myocardium on no slice, so the septum cannot be located",
+                         hint="regional analysis needs an RV segmentation beside the LV")
+    with_rv = np.asarray(sorted(found))
+    for s in slices:
+        if s in found:
+            frame.septal_deg[s] = found[s]
+        else:  # nearest slice with RV contact (ties: towards the base)
+            dist = np.abs(with_rv - s)
+            cands = with_rv[dist == dist.min()]
+            frame.septal_deg[s] = found[int(cands.min() if base_first else cands.max())]
+    return frame
+
+
+def aha_segments(labels_ed: np.ndarray, spacing, *, handedness: int = 1) -> np.ndarray:
+    """AHA 16-segment number (1-16) of every LV myocardium voxel of an ED label map (S, R, C); 0 elsewhere.
+
+    ``spacing``: (slice, row, column) mm (only the in-plane part is used). ``handedness`` +1 for the
+    standard short-axis view, -1 for a mirrored one.
+    """
+    labels_ed = np.asarray(labels_ed)
+    return aha_frame(labels_ed, spacing, handedness=handedness).segment_map(labels_ed == MYO)
+
+
+def _anterior_on_screen(study_meta: dict | None) -> float | None:
+    """On-screen angle (deg, CCW from +column, rows down) of the patient's anterior direction, None when unknown.
+
+    Trusted geometry: DICOM (LPS affine), or NIfTI whose sform/qform is set and oblique (an
+    axis-aligned NIfTI affine is usually a placeholder). The projection must be substantial.
+    """
+    if not study_meta:
+        return None
+    try:
+        aff = np.asarray(study_meta.get("affine"), dtype=float)
+    except (TypeError, ValueError):
+        return None
+    if aff.shape != (4, 4) or not np.isfinite(aff).all():
+        return None
+    x, y = aff[:3, 0], aff[:3, 1]
+    nx, ny = float(np.linalg.norm(x)), float(np.linalg.norm(y))
+    if min(nx, ny) <= 0:
+        return None
+    x, y = x / nx, y / ny
+    inner = study_meta.get("meta") or {}
+    space = inner.get("affine_space", "LPS" if study_meta.get("source") == "dicom" else "RAS")
+    if study_meta.get("source") == "dicom":
+        pass
+    elif study_meta.get("source") == "nifti":
+        coded = (inner.get("nifti_sform_code") or 0) > 0 or (inner.get("nifti_qform_code") or 0) > 0
+        if not coded or (np.abs(x).max() > 0.999 and np.abs(y).max() > 0.999):
+            return None
+    else:
+        return None
+    anterior = np.array([0.0, -1.0, 0.0]) if space == "LPS" else np.array([0.0, 1.0, 0.0])
+    right, down = float(x @ anterior), float(y @ anterior)  # columns run along x, rows along y
+    if math.hypot(right, down) < 0.3:
+        return None
+    return math.degrees(math.atan2(-down, right)) % 360.0
+
+
+def handedness_from_geometry(study_meta: dict | None, frame: AhaFrame) -> int | None:
+    """+1 / -1 from the patient's anterior direction in trusted image geometry, None when it cannot tell.
+
+    On every slice with RV contact, the insertion point nearer to the projected anterior direction
+    is the anterior one; a clear majority decides the handedness.
+    """
+    phi = _anterior_on_screen(study_meta)
+    if phi is None or not frame.insertion_deg:
+        return None
+    dist = lambda a: abs((a - phi + 180.0) % 360.0 - 180.0)  # noqa: E731
+    votes = []
+    for ant, inf in frame.insertion_deg.values():
+        cw, ccw = (ant, inf) if frame.handedness == 1 else (inf, ant)  # clockwise end first
+        if abs(dist(cw) - dist(ccw)) >= 20.0:
+            votes.append(1 if dist(cw) < dist(ccw) else -1)
+    if not votes or abs(sum(votes)) < 0.6 * len(votes):
+        return None
+    return 1 if sum(votes) > 0 else -1
+
+
+def resolve_orientation(store, study_id: str | None, orientation: Orientation, labels_ed: np.ndarray,
+                        spacing) -> tuple[AhaFrame, str, str]:
+    """The AHA frame with the display handedness chosen by ``orientation``; also (source, note)."""
+    if orientation == "standard":
+        return aha_frame(labels_ed, spacing, handedness=1), "given", STANDARD_VIEW.replace("assumed", "given")
+    if orientation == "mirrored":
+        return (aha_frame(labels_ed, spacing, handedness=-1), "given",
+                "mirrored short-axis view given: the anterior RV insertion lies counter-clockwise on screen from the septum")
+    frame = aha_frame(labels_ed, spacing, handedness=1)
+    meta = None
+    if study_id:
+        try:
+            meta = store.meta(study_id)
+        except Exception:  # noqa: BLE001 - a missing source study only means no geometry to read
+            meta = None
+    hand = handedness_from_geometry(meta, frame)
+    if hand is None:
+        return frame, "assumed", STANDARD_VIEW
+    if hand == -1:
+        frame = aha_frame(labels_ed, spacing, handedness=-1)
+    view = "standard (anterior clockwise from the septum)" if hand == 1 else "mirrored (anterior counter-clockwise from the septum)"
+    return frame, "study-geometry", f"the image geometry puts the patient's anterior nearer one RV insertion: display is {view}"
+
+
+# --------------------------------------------------------------------------------------------
+# thickness by radial rays
+
+
+def _ray_thickness(lab: np.ndarray, centre: tuple[float, float], row_mm: float, col_mm: float,
+                   n_rays: int = 360) -> tuple[np.ndarray, np.ndarray]:
+    """Screen angles (deg) and wall thickness (mm, NaN where a ray meets no wall) along rays from the LV centre.
+
+    The thickness is the length of the first myocardial run along the ray (nearest-neighbour
+    sampling at a quarter pixel): the in-plane wall thickness, an over-estimate where the slice cuts
+    the wall obliquely (apex).
+    """
+    myo = lab == MYO
+    rr, cc = np.nonzero(myo)
+    theta = (np.arange(n_rays) + 0.5) * (360.0 / n_rays)
+    if rr.size == 0:
+        return theta, np.full(n_rays, np.nan)
+    step = 0.25 * min(row_mm, col_mm)
+    reach = float(np.sqrt(((rr - centre[0]) * row_mm) ** 2 + ((cc - centre[1]) * col_mm) ** 2).max()) + 2 * max(row_mm, col_mm)
+    d = np.arange(0.0, reach, step)
+    t = np.radians(theta)[:, None]
+    r = np.rint(centre[0] - d[None, :] * np.sin(t) / row_mm).astype(np.int64)
+    c = np.rint(centre[1] + d[None, :] * np.cos(t) / col_mm).astype(np.int64)
+    inside = (r >= 0) & (r < lab.shape[0]) & (c >= 0) & (c < lab.shape[1])
+    hit = np.zeros(r.shape, dtype=bool)
+    hit[inside] = myo[r[inside], c[inside]]
+    has = hit.any(axis=1)
+    first = np.argmax(hit, axis=1)
+    idx = np.arange(d.size)[None, :]
+    after = ~hit & (idx > first[:, None])
+    end = np.where(after.any(axis=1), np.argmax(after, axis=1), d.size)
+    thick = np.where(has, (end - first) * step, np.nan)
+    return theta, thick
+
+
+def segment_thickness(labels_frame: np.ndarray, frame: AhaFrame, slices: dict[int, bool]) -> dict[int, tuple[float, int]]:
+    """Mean thickness (mm) and ray count per segment on one frame (S, R, C), over the given slices."""
+    sums: dict[int, list[float]] = {k: [] for k in SEGMENT_NAMES}
+    for s in slices:
+        lab = labels_frame[s]
+        if not (lab == MYO).any():
+            continue
+        centre = _centre(lab == LV, lab == MYO)
+        theta, thick = _ray_thickness(lab, centre, frame.row_mm, frame.col_mm)
+        seg = frame.segments_at(s, theta)
+        ok = np.isfinite(thick)
+        for k, v in zip(seg[ok], thick[ok]):
+            sums[int(k)].append(float(v))
+    return {k: (float(np.mean(v)), len(v)) if v else (float("nan"), 0) for k, v in sums.items()}
+
+
+def _measured_slices(labels_ed: np.ndarray, frame: AhaFrame) -> dict[int, bool]:
+    """Slices whose thickness is measured: those with an LV cavity at ED, or all of a level that has none."""
+    out: dict[int, bool] = {}
+    for name in ("basal", "mid", "apical"):
+        group = [s for s in frame.slices if frame.level[s] == name]
+        with_cavity = [s for s in group if (labels_ed[s] == LV).sum() >= 3]
+        for s in with_cavity or group:
+            out[s] = True
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# the tool
+
+
+class RegionalFunctionInput(BaseModel):
+    segmentation_id: str = Field(pattern=r"^seg-[0-9a-f]{16,64}$", description="Id of a cine segmentation returned by `segment`.")
+    orientation: Orientation = Field("auto", description=(
+        "Display handedness of the short-axis images: 'standard' (as seen from the apex, RV on the left, anterior up), "
+        "'mirrored', or 'auto' (read from oblique DICOM geometry, else standard)."))
+
+
+class RegionalSegment(BaseModel):
+    segment: int = Field(ge=1, le=16, description="AHA segment number.")
+    name: str
+    level: Level
+    ed_wall_thickness_mm: Estimate | None = Field(None, description="Mean in-plane end-diastolic wall thickness.")
+    es_wall_thickness_mm: Estimate | None = Field(None, description="Mean in-plane end-systolic wall thickness.")
+    systolic_thickening_pct: Estimate | None = Field(None, description="(ES - ED) / ED thickness, %.")
+    n_rays_ed: int = Field(description="Radial samples behind the ED mean.")
+
+
+class SliceGeometry(BaseModel):
+    slice: int
+    level: Level
+    septal_deg: float = Field(description="On-screen direction of the mid-septum from the LV centre (deg CCW from +column, rows down).")
+    anterior_insertion_deg: float | None = Field(None, description="On-screen angle of the anterior RV insertion (None: no RV contact on this slice).")
+    inferior_insertion_deg: float | None = None
+
+
+class RegionalQc(BaseModel):
+    check: str
+    passed: bool
+    detail: str
+
+
+class RegionalFunction(ToolOutput):
+    segmentation_id: str
+    aha_map_id: str = Field(description="Stored AHA segment map of the ED myocardium (array 'segments', slice x row x column).")
+    ed_frame: int
+    es_frame: int
+    orientation_source: Literal["given", "study-geometry", "assumed"]
+    orientation_note: str = Field(description="Which way is anterior, and why.")
+    slice_order: Literal["base-first", "apex-first"] = Field(description="Found from the anatomy (the LV tapers towards the apex).")
+    slices: list[SliceGeometry]
+    segments: list[RegionalSegment]
+    method: str
+    figures: list[BullseyeFigure]
+    qc: list[RegionalQc]
+    qc_verdict: Literal["pass", "warn", "fail"]
+
+
+def _example(ctx: ToolContext) -> dict:
+    return {"segmentation_id": example_segmentation(ctx)}
+
+
+def example_segmentation(ctx: ToolContext) -> str:
+    """A segmentation of the sample phantom study, built from the phantom's own truth labels."""
+    from cardiomics.synthetic.phantom import PhantomSpec, make_phantom
+
+    from .. import call_tool
+    from ._load import _example as load_example
+
+    study = call_tool("load_study", load_example(ctx), ctx)
+    truth = json.loads((ctx.store.root / "sample" / "truth.json").read_text())
+    labels = make_phantom(PhantomSpec(**truth["spec"])).labels
+    return ctx.store.put("seg", {"labels": labels}, {
+        "study_id": study.study_id, "spacing_mm": list(study.spacing_mm),
+        "model": {"id": "phantom-truth", "version": "0", "weights_sha256": "0" * 64}})
+
+
+def _ed_es(labels: np.ndarray) -> tuple[int, int]:
+    lv = (labels == LV).sum(axis=(1, 2, 3))
+    return int(np.argmax(lv)), int(np.argmin(lv))
+
+
+@tool(role="processing", example=_example)
+def regional_function(inp: RegionalFunctionInput, ctx: ToolContext) -> RegionalFunction:
+    """AHA 16-segment end-diastolic and end-systolic wall thickness and systolic thickening, with a bullseye.
+
+    Use after `segment` on a short-axis cine (several frames, LV and RV segmented). Segments are
+    placed from the anatomy: basal / mid / apical thirds of the slices holding myocardium at ED, and
+    the septum between the RV insertion points. ED wall thickness is flagged against published
+    cut-offs (thinning, hypertrophy). Returns the stored segment map id for `lge_burden` and figures.
+    """
+    meta = ctx.store.meta(inp.segmentation_id)
+    arrays = ctx.store.arrays(inp.segmentation_id)
+    if "labels" not in arrays or "spacing_mm" not in meta:
+        raise InputError("not-a-segmentation", f"{inp.segmentation_id} holds no label maps", hint="pass an id returned by `segment`")
+    ctx.used_input("segmentation", ctx.store.digest(inp.segmentation_id))
+    if isinstance(meta.get("model"), dict):
+        ctx.used_model(ModelRef(**meta["model"]))
+    labels = arrays["labels"]
+    if labels.ndim != 4:
+        raise InputError("bad-label-shape", f"{inp.segmentation_id}: labels have shape {labels.shape}, expected (time, slice, row, column)",
+                         hint="pass a cine segmentation from `segment`")
+    if labels.shape[0] < 2:
+        raise InputError("single-frame", f"{inp.segmentation_id} has one frame; thickening needs end-diastole and end-systole",
+                         hint="segment the cine series, not a single-frame image")
+    spacing = meta["spacing_mm"]
+    ed, es = _ed_es(labels)
+    frame, source, note = resolve_orientation(ctx.store, meta.get("study_id"), inp.orientation, labels[ed], spacing)
+    measured = _measured_slices(labels[ed], frame)
+
+    def thickness(lab4: np.ndarray) -> tuple[dict, dict]:
+        return segment_thickness(lab4[ed], frame, measured), segment_thickness(lab4[es], frame, measured)
+
+    ed_t, es_t = thickness(labels)
+    members = [thickness(m) for m in arrays.get("tta", [])]
+    ref = thickness_reference()
+
+    def interval(k: int, point: float, kind: str) -> Interval | None:
+        if len(members) < 2 or not np.isfinite(point):
+            return None
+        vals = [point]
+        for m in members:
+            a, b = m[0][k][0], m[1][k][0]
+            vals.append(a if kind == "ed" else b if kind == "es" else 100.0 * (b - a) / a if a > 0 else np.nan)
+        vals = np.asarray(vals, dtype=float)
+        if not np.isfinite(vals).all():
+            return None
+        sd = float(vals.std(ddof=1))
+        return Interval(lower=round(point - 1.96 * sd, 1), upper=round(point + 1.96 * sd, 1), level=0.95,
+                        method=f"±1.96 SD over the prediction and {len(members)} test-time augmentations (segmentation uncertainty only)")
+
+    segments = []
+    for k, name in SEGMENT_NAMES.items():
+        level: Level = "basal" if k <= 6 else "mid" if k <= 12 else "apical"
+        a, n = ed_t[k]
+        b, _ = es_t[k]
+        ok = n > 0 and np.isfinite(a) and np.isfinite(b) and a > 0
+        thick_pct = 100.0 * (b - a) / a if ok else float("nan")
+        segments.append(RegionalSegment(
+            segment=k, name=name, level=level, n_rays_ed=n,
+            ed_wall_thickness_mm=Estimate.of(a, "mm", reference=ref, interval=interval(k, a, "ed")) if ok else None,
+            es_wall_thickness_mm=Estimate.of(b, "mm", interval=interval(k, b, "es")) if ok else None,
+            systolic_thickening_pct=Estimate.of(thick_pct, "%", interval=interval(k, thick_pct, "pct")) if ok else None,
+        ))
+    seg_map = frame.segment_map(labels[ed] == MYO)
+    aha_id = ctx.store.put("aha", {"segments": seg_map}, {
+        "segmentation_id": inp.segmentation_id, "ed_frame": ed, "handedness": frame.handedness,
+        "orientation_source": source, "septal_deg": {str(s): round(v, 3) for s, v in frame.septal_deg.items()},
+        "levels": {str(s): v for s, v in frame.level.items()}})
+    slices = [SliceGeometry(slice=s, level=frame.level[s], septal_deg=round(frame.septal_deg[s], 1),
+                            anterior_insertion_deg=round(frame.insertion_deg[s][0], 1) if s in frame.insertion_deg else None,
+                            inferior_insertion_deg=round(frame.insertion_deg[s][1], 1) if s in frame.insertion_deg else None)
+              for s in frame.slices]
+    ed_vals = {x.segment: (x.ed_wall_thickness_mm.value if x.ed_wall_thickness_mm else None) for x in segments}
+    th_vals = {x.segment: (x.systolic_thickening_pct.value if x.systolic_thickening_pct else None) for x in segments}
+    figures = [
+        bullseye_figure("bullseye-ed-thickness", "End-diastolic wall thickness (AHA 16)", ed_vals, "mm", aha_id,
+                        cmap="viridis", vmin=0.0, vmax=max(16.0, max((v for v in ed_vals.values() if v is not None), default=0.0))),
+        bullseye_figure("bullseye-thickening", "Systolic wall thickening (AHA 16)", th_vals, "%", aha_id,
+                        cmap="RdYlGn", vmin=min(0.0, min((v for v in th_vals.values() if v is not None), default=0.0)),
+                        vmax=max(60.0, max((v for v in th_vals.values() if v is not None), default=0.0)), decimals=0),
+    ]
+    n_missing = sum(1 for x in segments if x.ed_wall_thickness_mm is None)
+    rv_slices = len(frame.insertion_deg)
+    qc = [
+        RegionalQc(check="ed-es-distinct", passed=ed != es, detail=f"ED frame {ed}, ES frame {es}"),
+        RegionalQc(check="all-segments-measured", passed=n_missing == 0, detail=f"{16 - n_missing} of 16 segments measured"),
+        RegionalQc(check="rv-insertion-found", passed=rv_slices >= 2,
+                   detail=f"RV insertion points found on {rv_slices} of {len(frame.slices)} myocardial slices; others use the nearest"),
+        RegionalQc(check="orientation", passed=source != "assumed", detail=note),
+    ]
+    failed = {q.check for q in qc if not q.passed}
+    verdict = "pass" if not failed else ("fail" if "ed-es-distinct" in failed else "warn")
+    log.info("regional function", segments_measured=16 - n_missing, orientation=source, ed=ed, es=es)
+    return RegionalFunction(
+        segmentation_id=inp.segmentation_id, aha_map_id=aha_id, ed_frame=ed, es_frame=es,
+        orientation_source=source, orientation_note=note, slice_order="base-first" if frame.base_first else "apex-first",
+        slices=slices, segments=segments,
+        method=("in-plane wall thickness along 360 radial rays from the LV blood-pool centroid per slice (first myocardial run, "
+                "quarter-pixel nearest-neighbour sampling), averaged per segment over the slices of its level; thickening from "
+                "the segment means at ED and ES; apical values over-estimate where the slice cuts the wall obliquely"),
+        figures=figures, qc=qc, qc_verdict=verdict,
+    )
