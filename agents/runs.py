@@ -36,10 +36,15 @@ class RunStatus(BaseModel):
 
 
 class Runs:
-    def __init__(self, settings: Settings | None = None, planner: Planner | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, planner: Planner | None = None, llm_config: str | None = None) -> None:
         self.settings = (settings or Settings.from_env()).ensure()
         self.services = Services.from_settings(self.settings)
         self._checkpointer = Checkpointer(self.settings)
+        if planner is None:  # a configured model (llm.toml / env) drives the graph; none: the deterministic protocol
+            from .llm import planner_from_settings
+
+            planner = planner_from_settings(self.settings, llm_config)
+        self.planner = planner
         self.graph = build_graph(self.services, self._checkpointer.saver, planner)
 
     def close(self) -> None:
@@ -67,7 +72,7 @@ class Runs:
         run_id = f"run-{created:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
         self._index(run_id).write_text(json.dumps({"run_id": run_id, "created_at": created.isoformat(timespec="seconds")}))
         patient = {k: v for k, v in (("height_cm", height_cm), ("weight_kg", weight_kg), ("sex", sex)) if v is not None}
-        self.services.audit(run_id).append("run_start", "system", cardiomics_version=__version__, llm="none (deterministic planner)",
+        self.services.audit(run_id).append("run_start", "system", cardiomics_version=__version__, llm=getattr(self.planner, "description", "none (deterministic planner)"),
                                            prompt_sha256=prompts.prompt_hashes(), omics=bool(omics_path),
                                            patient_fields=sorted(patient), once_key="start")
         self.graph.invoke({"run_id": run_id, "study_path": str(Path(study_path).resolve()), "omics_path": omics_path,
@@ -120,10 +125,19 @@ class Runs:
             waiting = "qc-approval" if intr.value.get("checkpoint") == "qc" else "sign-off"
         study = (values.get("results") or {}).get("load_study") or {}
         status = values.get("status", "processing")
-        if status in ("awaiting-qc", "awaiting-signoff") and waiting is None:
-            status = "interrupted"  # stopped between steps (e.g. a crash): resumable
+        if waiting is None and (status in ("awaiting-qc", "awaiting-signoff") or snap.next):
+            status = "interrupted"  # stopped between steps (a crash, an unreachable model): resumable
         return RunStatus(run_id=run_id, created_at=meta["created_at"], status=status, study_key=study.get("study_key"),
                          waiting_for=waiting, report_version=values.get("report_version"), error=values.get("error"))
+
+    def resume(self, run_id: str) -> RunStatus:
+        """Re-run the node a run stopped in (a crash, an unreachable model); a run waiting for a person is left alone."""
+        with self._locked(run_id):
+            snap = self.graph.get_state(self._config(run_id))
+            if snap.next and not getattr(snap, "interrupts", ()):
+                self.services.audit(run_id).append("run_resumed", "system", node=list(snap.next))
+                self.graph.invoke(None, self._config(run_id))
+            return self.status(run_id)
 
     def list(self) -> list[RunStatus]:
         return [self.status(p.stem) for p in sorted(self.settings.runs_dir.glob("run-*.json"), reverse=True)]

@@ -110,6 +110,8 @@ class AuditTrail:
         out: list[str] = []
         logger = structlog.wrap_logger(
             structlog.PrintLogger(file=_Collect(out)),
+            # explicit: the CLI configures a level-filtering wrapper that would drop this line
+            wrapper_class=structlog.BoundLogger,
             processors=[
                 structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
                 _Chain(seq + 1, prev),

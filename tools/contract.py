@@ -72,3 +72,11 @@ class Estimate(BaseModel):
         if reference is not None:
             flag = "low" if value < reference.lower else "high" if value > reference.upper else "normal"
         return cls(value=value, unit=unit, interval=interval, reference=reference, flag=flag)
+
+
+class QcCheck(BaseModel):
+    """One quality-control check a reviewer sees at the QC checkpoint."""
+
+    check: str
+    passed: bool
+    detail: str

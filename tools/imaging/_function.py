@@ -9,7 +9,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from .._registry import ToolContext, tool
-from ..contract import Estimate, Interval, ModelRef, ToolOutput
+from ..contract import Estimate, Interval, ModelRef, QcCheck, ToolOutput
 from ._labels import LV, MYO, MYOCARDIAL_DENSITY_G_PER_ML, RV
 from ._reference import Sex, reference_range
 
@@ -20,11 +20,6 @@ class CardiacFunctionInput(BaseModel):
     weight_kg: float | None = Field(None, gt=2, lt=400, description="Body weight for BSA indexing.")
     sex: Sex | None = Field(None, description="Selects sex-specific reference ranges; both ranges' union when absent.")
 
-
-class FunctionQc(BaseModel):
-    check: str
-    passed: bool
-    detail: str
 
 
 class CardiacFunction(ToolOutput):
@@ -45,7 +40,7 @@ class CardiacFunction(ToolOutput):
     rv_edv_index_ml_m2: Estimate | None = None
     lv_volume_curve_ml: list[float] = Field(description="LV cavity volume per frame.")
     rv_volume_curve_ml: list[float] = Field(description="RV cavity volume per frame.")
-    qc: list[FunctionQc]
+    qc: list[QcCheck]
     qc_verdict: Literal["pass", "warn", "fail"]
 
 
@@ -124,11 +119,11 @@ def cardiac_function(inp: CardiacFunctionInput, ctx: ToolContext) -> CardiacFunc
 
     fields = {name: estimate(name) for name in point}
     qc = [
-        FunctionQc(check="ed-es-distinct", passed=ed != es, detail=f"ED frame {ed}, ES frame {es}"),
-        FunctionQc(check="lv-ef-plausible", passed=5 <= point["lv_ef_pct"] <= 90, detail=f"LVEF {point['lv_ef_pct']:.1f} % (5–90 % plausible)"),
-        FunctionQc(check="lv-edv-plausible", passed=20 <= point["lv_edv_ml"] <= 600, detail=f"LVEDV {point['lv_edv_ml']:.0f} ml (20–600 ml plausible)"),
-        FunctionQc(check="lv-mass-plausible", passed=20 <= point["lv_mass_g"] <= 500, detail=f"LV mass {point['lv_mass_g']:.0f} g (20–500 g plausible)"),
-        FunctionQc(check="rv-found", passed=point["rv_edv_ml"] > 5, detail=f"RVEDV {point['rv_edv_ml']:.0f} ml"),
+        QcCheck(check="ed-es-distinct", passed=ed != es, detail=f"ED frame {ed}, ES frame {es}"),
+        QcCheck(check="lv-ef-plausible", passed=5 <= point["lv_ef_pct"] <= 90, detail=f"LVEF {point['lv_ef_pct']:.1f} % (5–90 % plausible)"),
+        QcCheck(check="lv-edv-plausible", passed=20 <= point["lv_edv_ml"] <= 600, detail=f"LVEDV {point['lv_edv_ml']:.0f} ml (20–600 ml plausible)"),
+        QcCheck(check="lv-mass-plausible", passed=20 <= point["lv_mass_g"] <= 500, detail=f"LV mass {point['lv_mass_g']:.0f} g (20–500 g plausible)"),
+        QcCheck(check="rv-found", passed=point["rv_edv_ml"] > 5, detail=f"RVEDV {point['rv_edv_ml']:.0f} ml"),
     ]
     verdict = "pass" if all(q.passed for q in qc) else "warn"
     return CardiacFunction(

@@ -26,7 +26,7 @@ from scipy import ndimage
 from cardiomics.errors import InputError
 
 from .._registry import ToolContext, tool
-from ..contract import Estimate, ModelRef, ToolOutput
+from ..contract import Estimate, ModelRef, QcCheck, ToolOutput
 from ._bullseye import BullseyeFigure, bullseye_figure
 from ._labels import LV, MYO, MYOCARDIAL_DENSITY_G_PER_ML
 from ._load import load_stack
@@ -55,11 +55,6 @@ class LgeSegment(BaseModel):
     myocardium_ml: float
 
 
-class LgeQc(BaseModel):
-    check: str
-    passed: bool
-    detail: str
-
 
 class LgeBurden(ToolOutput):
     scar_mask_id: str = Field(description="Stored arrays 'scar' (uint8) and 'segments' (AHA number), slice x row x column.")
@@ -81,7 +76,7 @@ class LgeBurden(ToolOutput):
     segments: list[LgeSegment]
     orientation_note: str
     figures: list[BullseyeFigure]
-    qc: list[LgeQc]
+    qc: list[QcCheck]
     qc_verdict: Literal["pass", "warn", "fail"]
 
 
@@ -215,13 +210,13 @@ def lge_burden(inp: LgeBurdenInput, ctx: ToolContext) -> LgeBurden:
                           cmap="magma_r", vmin=0.0, vmax=100.0, decimals=0)
     remote_share = float((segs == res["remote"]).sum()) / n_myo
     qc = [
-        LgeQc(check="remote-is-unenhanced", passed=float(per_seg[res["remote"] - 1].scar_pct) < 5.0,
+        QcCheck(check="remote-is-unenhanced", passed=float(per_seg[res["remote"] - 1].scar_pct) < 5.0,
               detail=f"remote segment {res['remote']} ({SEGMENT_NAMES[res['remote']]}): {per_seg[res['remote'] - 1].scar_pct:.1f} % scar"),
-        LgeQc(check="remote-size", passed=remote_share >= 0.02, detail=f"remote segment holds {100 * remote_share:.1f} % of the myocardium"),
-        LgeQc(check="segments-located", passed=True, detail=note),
+        QcCheck(check="remote-size", passed=remote_share >= 0.02, detail=f"remote segment holds {100 * remote_share:.1f} % of the myocardium"),
+        QcCheck(check="segments-located", passed=True, detail=note),
     ]
     if inp.method == "fwhm":
-        qc.append(LgeQc(check="fwhm-seed", passed=bool(res["seed_found"]),
+        qc.append(QcCheck(check="fwhm-seed", passed=bool(res["seed_found"]),
                         detail="hyperenhanced seed found" if res["seed_found"] else
                         f"no hyperenhanced region of ≥ {_MIN_SEED_ML} ml above the n-SD seed threshold: no scar called"))
     verdict = "pass" if all(q.passed for q in qc) else "warn"

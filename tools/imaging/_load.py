@@ -10,18 +10,13 @@ from pydantic import BaseModel, Field
 from cardiomics.hashing import sha256_array
 
 from .._registry import ToolContext, tool
-from ..contract import ToolOutput
+from ..contract import QcCheck, ToolOutput
 from ._stack import CineStack
 
 
 class LoadStudyInput(BaseModel):
     path: str = Field(description="A DICOM folder holding one short-axis cine series, a NIfTI file (ACDC layout: 3D frame or 4D), or a folder of per-frame NIfTI files.")
 
-
-class QcCheck(BaseModel):
-    check: str
-    passed: bool
-    detail: str
 
 
 class StudySummary(ToolOutput):

@@ -33,7 +33,7 @@ from scipy import ndimage
 from cardiomics.errors import InputError
 
 from .._registry import ToolContext, tool
-from ..contract import Estimate, Interval, ModelRef, ReferenceRange, ToolOutput
+from ..contract import Estimate, Interval, ModelRef, ReferenceRange, QcCheck, ToolOutput
 from ._bullseye import BullseyeFigure, bullseye_figure
 from ._labels import LV, MYO, RV
 
@@ -381,11 +381,6 @@ class SliceGeometry(BaseModel):
     inferior_insertion_deg: float | None = None
 
 
-class RegionalQc(BaseModel):
-    check: str
-    passed: bool
-    detail: str
-
 
 class RegionalFunction(ToolOutput):
     segmentation_id: str
@@ -399,7 +394,7 @@ class RegionalFunction(ToolOutput):
     segments: list[RegionalSegment]
     method: str
     figures: list[BullseyeFigure]
-    qc: list[RegionalQc]
+    qc: list[QcCheck]
     qc_verdict: Literal["pass", "warn", "fail"]
 
 
@@ -510,11 +505,11 @@ def regional_function(inp: RegionalFunctionInput, ctx: ToolContext) -> RegionalF
     n_missing = sum(1 for x in segments if x.ed_wall_thickness_mm is None)
     rv_slices = len(frame.insertion_deg)
     qc = [
-        RegionalQc(check="ed-es-distinct", passed=ed != es, detail=f"ED frame {ed}, ES frame {es}"),
-        RegionalQc(check="all-segments-measured", passed=n_missing == 0, detail=f"{16 - n_missing} of 16 segments measured"),
-        RegionalQc(check="rv-insertion-found", passed=rv_slices >= 2,
+        QcCheck(check="ed-es-distinct", passed=ed != es, detail=f"ED frame {ed}, ES frame {es}"),
+        QcCheck(check="all-segments-measured", passed=n_missing == 0, detail=f"{16 - n_missing} of 16 segments measured"),
+        QcCheck(check="rv-insertion-found", passed=rv_slices >= 2,
                    detail=f"RV insertion points found on {rv_slices} of {len(frame.slices)} myocardial slices; others use the nearest"),
-        RegionalQc(check="orientation", passed=source != "assumed", detail=note),
+        QcCheck(check="orientation", passed=source != "assumed", detail=note),
     ]
     failed = {q.check for q in qc if not q.passed}
     verdict = "pass" if not failed else ("fail" if "ed-es-distinct" in failed else "warn")

@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from .._registry import ToolContext, tool
-from ..contract import ModelRef, ToolOutput
+from ..contract import ModelRef, QcCheck, ToolOutput
 from ._labels import LABELS
 from ._load import load_stack
 
@@ -18,11 +18,6 @@ class SegmentInput(BaseModel):
     n_tta: int = Field(4, ge=0, le=8, description="Test-time augmentations used to put intervals on the volumes (0 = none).")
 
 
-class SliceQc(BaseModel):
-    check: str
-    passed: bool
-    detail: str
-
 
 class SegmentationResult(ToolOutput):
     segmentation_id: str = Field(description="Id of the stored label maps (ACDC values: 1 RV, 2 myocardium, 3 LV); pass it to `cardiac_function`.")
@@ -31,11 +26,11 @@ class SegmentationResult(ToolOutput):
     n_slices: int
     labels: dict[str, str] = Field(description="Label value -> structure.")
     voxels_per_structure: dict[str, int] = Field(description="Voxel count of each structure summed over all frames.")
-    qc: list[SliceQc]
+    qc: list[QcCheck]
     qc_verdict: Literal["pass", "warn", "fail"]
 
 
-def _qc(labels: np.ndarray) -> list[SliceQc]:
+def _qc(labels: np.ndarray) -> list[QcCheck]:
     """Missing structures and gaps, judged on the frame with the largest LV (end-diastole)."""
     lv_per_frame = (labels == 3).sum(axis=(1, 2, 3))
     ed = int(np.argmax(lv_per_frame))
@@ -44,14 +39,14 @@ def _qc(labels: np.ndarray) -> list[SliceQc]:
     lv_slices = np.flatnonzero(has["LV"])
     contiguous = lv_slices.size == 0 or (lv_slices[-1] - lv_slices[0] + 1) == lv_slices.size
     checks = [
-        SliceQc(check=f"{name}-found", passed=bool(found.any()),
+        QcCheck(check=f"{name}-found", passed=bool(found.any()),
                 detail=f"{name} on {int(found.sum())} of {found.size} slices at the largest-LV frame {ed}")
         for name, found in has.items()
     ]
-    checks.append(SliceQc(check="lv-contiguous", passed=bool(contiguous),
+    checks.append(QcCheck(check="lv-contiguous", passed=bool(contiguous),
                           detail="LV slices contiguous" if contiguous else f"LV found on slices {lv_slices.tolist()} with gaps"))
     lv_without_myo = int((has["LV"] & ~has["myocardium"]).sum())
-    checks.append(SliceQc(check="lv-enclosed", passed=lv_without_myo == 0,
+    checks.append(QcCheck(check="lv-enclosed", passed=lv_without_myo == 0,
                           detail=f"{lv_without_myo} slices show LV cavity without myocardium"))
     return checks
 
