@@ -13,7 +13,7 @@ import pytest
 from cardiomics.audit import verify_dir
 from cardiomics.errors import PolicyError
 
-from .conftest import FAKE_STRINGS, assert_no_identifiers
+from conftest import FAKE_STRINGS, assert_no_identifiers
 
 
 @pytest.fixture

@@ -1,0 +1,415 @@
+"""The review web app: accounts, sessions and CSRF, pages, provenance, decisions, versions, exports.
+
+One phantom run is processed once per session (real segmenter) and its home copied for each test,
+so every test starts from a run waiting for QC approval.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+import threading
+
+import pytest
+
+from cardiomics.audit import verify_dir
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture(scope="session")
+def processed(tmp_path_factory, phantom_study):
+    """A home + audit dir holding one run that finished processing and waits for QC approval."""
+    from cardiomics.agents.runs import Runs
+    from cardiomics.config import Settings
+
+    root = tmp_path_factory.mktemp("review-template")
+    settings = Settings(home=root / "home", audit_dir=root / "audit")
+    with Runs(settings) as runs:
+        st = runs.start(str(phantom_study[0]), height_cm=170, weight_kg=70)
+    assert st.waiting_for == "qc-approval", st
+    return root, st.run_id
+
+
+@pytest.fixture
+def env(processed, tmp_path, monkeypatch):
+    """A private copy of the processed run, an app on it and two reviewer accounts."""
+    from cardiomics.config import Settings
+    from cardiomics.review import create_app
+    from cardiomics.review.accounts import Accounts
+
+    root, run_id = processed
+    shutil.copytree(root, tmp_path / "copy")
+    settings = Settings(home=tmp_path / "copy" / "home", audit_dir=tmp_path / "copy" / "audit")
+    monkeypatch.delenv("CARDIOMICS_REVIEW_USER_HEADER", raising=False)
+    accounts = Accounts(settings.home)
+    accounts.add("dr-ada", PASSWORD)
+    accounts.add("dr-bo", PASSWORD + "!")
+    app = create_app(settings)
+    yield app, settings, run_id
+    app.state.runs.close()
+
+
+def _csrf(html: str) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def _client(app):
+    from fastapi.testclient import TestClient
+
+    return TestClient(app, follow_redirects=False)
+
+
+def _login(client, name: str, password: str) -> str:
+    token = _csrf(client.get("/login").text)
+    res = client.post("/login", data={"username": name, "password": password, "csrf_token": token, "next": "/"})
+    assert res.status_code == 303, res.text
+    return _csrf(client.get("/").text)  # the session's token after login
+
+
+def _events(settings, run_id: str) -> list[dict]:
+    path = settings.audit_dir / f"{run_id}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _approvals(settings, run_id: str, checkpoint: str) -> list[dict]:
+    return [r for r in _events(settings, run_id) if r["event"] == "approval" and r["checkpoint"] == checkpoint]
+
+
+# --- accounts and sessions ------------------------------------------------------------------------
+
+def test_accounts_store_salted_scrypt_only(tmp_path):
+    from cardiomics.errors import InputError
+    from cardiomics.review.accounts import Accounts
+
+    acc = Accounts(tmp_path)
+    acc.add("dr-one", PASSWORD)
+    acc.add("dr-two", PASSWORD)
+    data = json.loads(acc.path.read_text())["users"]
+    assert PASSWORD not in acc.path.read_text()
+    assert data["dr-one"]["salt"] != data["dr-two"]["salt"] and data["dr-one"]["hash"] != data["dr-two"]["hash"]
+    assert stat.S_IMODE(os.stat(acc.path).st_mode) == 0o600
+    assert acc.check("dr-one", PASSWORD) and not acc.check("dr-one", PASSWORD + "x") and not acc.check("nobody", PASSWORD)
+    with pytest.raises(InputError):
+        acc.add("dr-one", "another password")  # exists
+    with pytest.raises(InputError):
+        acc.add("dr-three", "short")
+    with pytest.raises(InputError):
+        acc.add("../evil", PASSWORD)
+
+
+def test_session_cookie_is_signed(tmp_path):
+    from cardiomics.review.sessions import Session, Signer, load_secret
+
+    signer = Signer(load_secret(tmp_path))
+    cookie = signer.dump(Session.new(user="dr-ada"))
+    assert signer.load(cookie).user == "dr-ada"
+    body, mac = cookie.rsplit(".", 1)
+    forged = json.dumps({"c": "x", "u": "dr-evil", "t": 9e9}).encode()
+    import base64
+
+    assert signer.load(base64.urlsafe_b64encode(forged).decode().rstrip("=") + "." + mac) is None
+    assert Signer(b"another secret").load(cookie) is None
+    assert stat.S_IMODE(os.stat(tmp_path / "review_secret.key").st_mode) == 0o600
+
+
+# --- refusals -------------------------------------------------------------------------------------
+
+def test_anonymous_and_forged_decisions_are_refused(env):
+    app, settings, run_id = env
+    before = (settings.audit_dir / f"{run_id}.jsonl").read_bytes()
+
+    anon = _client(app)
+    assert anon.get("/").status_code == 303 and anon.get("/").headers["location"].startswith("/login")
+    assert anon.get(f"/runs/{run_id}/provenance/res-0000000000000000").status_code == 401
+    token = _csrf(anon.get("/login").text)  # even with a valid anonymous CSRF token
+    res = anon.post(f"/runs/{run_id}/decide", data={"decision": "approved", "expect": "qc-approval", "csrf_token": token})
+    assert res.status_code == 401
+
+    bad = _client(app)
+    assert bad.post("/login", data={"username": "dr-ada", "password": "wrong password", "csrf_token": _csrf(bad.get("/login").text)}).status_code == 401
+
+    ada = _client(app)
+    _login(ada, "dr-ada", PASSWORD)
+    forged = ada.post(f"/runs/{run_id}/decide", data={"decision": "approved", "expect": "qc-approval"})
+    assert forged.status_code == 403
+    other = _client(app)
+    other_token = _login(other, "dr-bo", PASSWORD + "!")
+    wrong = ada.post(f"/runs/{run_id}/decide", data={"decision": "approved", "expect": "qc-approval", "csrf_token": other_token})
+    assert wrong.status_code == 403
+    login_forged = _client(app).post("/login", data={"username": "dr-ada", "password": PASSWORD})
+    assert login_forged.status_code == 403
+
+    assert (settings.audit_dir / f"{run_id}.jsonl").read_bytes() == before  # nothing written
+    assert app.state.runs.status(run_id).waiting_for == "qc-approval"
+
+
+def test_trusted_proxy_header_names_the_reviewer(env):
+    from cardiomics.review import create_app
+
+    _, settings, run_id = env
+    app = create_app(settings, user_header="X-Remote-User")
+    try:
+        client = _client(app)
+        token = _csrf(client.get("/login").text)
+        data = {"decision": "rejected", "expect": "qc-approval", "comment": "motion", "csrf_token": token}
+        assert client.post(f"/runs/{run_id}/decide", data=data).status_code == 401
+        assert client.post(f"/runs/{run_id}/decide", data={**data, "csrf_token": ""}, headers={"X-Remote-User": "dr-proxy"}).status_code == 403
+        res = client.post(f"/runs/{run_id}/decide", data=data, headers={"X-Remote-User": "dr-proxy"})
+        assert res.status_code == 303
+        (line,) = _approvals(settings, run_id, "qc")
+        assert line["actor"] == "dr-proxy" and line["decision"] == "rejected"
+        assert app.state.runs.status(run_id).status == "rejected"
+    finally:
+        app.state.runs.close()
+
+
+# --- pages, provenance, versions ------------------------------------------------------------------
+
+def test_qc_page_overlays_and_approval(env):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    app, settings, run_id = env
+    client = _client(app)
+    token = _login(client, "dr-ada", PASSWORD)
+    listing = client.get("/").text
+    assert run_id in listing and "awaiting-qc" in listing and "QC approval of the segmentation" in listing
+
+    page = client.get(f"/runs/{run_id}/qc").text
+    res = app.state.runs.graph.get_state(app.state.runs._config(run_id)).values["results"]
+    n_slices, ed, es = res["segment"]["n_slices"], res["cardiac_function"]["ed_frame"], res["cardiac_function"]["es_frame"]
+    assert len(re.findall(r'qc/slice\.png\?frame=\d+&amp;slice=\d+', page)) == 2 * n_slices
+    png = client.get(f"/runs/{run_id}/qc/slice.png", params={"frame": ed, "slice": n_slices // 2})
+    assert png.status_code == 200 and png.headers["content-type"] == "image/png"
+    rgb = np.asarray(Image.open(io.BytesIO(png.content)).convert("RGB"))
+    assert rgb.shape[:2] == (2 * 160, 2 * 160)
+    for colour in ((31, 119, 180), (44, 160, 44), (214, 39, 40)):  # RV, myocardium, LV contours drawn
+        assert (rgb == colour).all(axis=2).sum() > 20, colour
+    assert client.get(f"/runs/{run_id}/qc/slice.png", params={"frame": 999, "slice": 0}).status_code == 404
+
+    res = client.post(f"/runs/{run_id}/decide", data={"decision": "changes-requested", "comment": "x", "expect": "qc-approval",
+                                                    "csrf_token": token})
+    assert res.status_code == 409 and "no-changes-at-qc" in res.text
+    res = client.post(f"/runs/{run_id}/decide", data={"decision": "approved", "expect": "qc-approval", "csrf_token": token})
+    assert res.status_code == 303
+    (line,) = _approvals(settings, run_id, "qc")
+    assert line["actor"] == "dr-ada" and line["decision"] == "approved"
+    assert client.get(f"/runs/{run_id}").headers["location"] == f"/runs/{run_id}/report"
+
+
+def _to_signoff(app, run_id: str) -> None:
+    app.state.runs.decide(run_id, "dr-qc", "approved", expect="qc-approval")
+
+
+def test_report_page_figures_and_provenance(env):
+    app, settings, run_id = env
+    _to_signoff(app, run_id)
+    client = _client(app)
+    _login(client, "dr-ada", PASSWORD)
+    report = app.state.runs.services.reports.load(run_id)
+    page = client.get(f"/runs/{run_id}/report").text
+    for f in report.findings:
+        assert f'id="num-{f.key}"' in page and f"{f.value:.1f} {f.unit}" in page
+    assert f.reference.source.split(",")[0] in page  # reference source shown
+    assert {"overlay", "volume-curve"} <= {fig.id for fig in report.figures}
+    for fig in report.figures:
+        url = f"/runs/{run_id}/v{report.version}/figures/{fig.id}.png"
+        assert url in page
+        img = client.get(url)
+        assert img.status_code == 200 and img.content[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Limitations" in page and report.limitations[0] in page
+    assert 'name="version" value="1"' in page  # the sign-off form names the draft it shows
+
+    ef = next(f for f in report.findings if f.key == "lv_ef_pct")
+    body = client.get(f"/runs/{run_id}/provenance/{ef.result_id}").json()
+    stored = app.state.runs.graph.get_state(app.state.runs._config(run_id)).values["results"]["cardiac_function"]["provenance"]
+    assert body["provenance"]["tool"] == "cardiac_function" == stored["tool"]
+    assert body["provenance"]["models"] == stored["models"] and len(stored["models"][0]["weights_sha256"]) == 64
+    assert body["provenance"]["input_hashes"] == stored["input_hashes"]
+    (call,) = body["audit"]
+    assert call["event"] == "tool_call" and call["tool"] == "cardiac_function" and call["result_id"] == ef.result_id
+    assert [(a["event"], a.get("checkpoint")) for a in body["approvals"]] == [("approval", "qc"), ("report_version", None)]
+    assert body["approvals"][0]["actor"] == "dr-qc"
+    assert client.get(f"/runs/{run_id}/provenance/res-0000000000000000").status_code == 404
+
+
+def test_grounding_flags_are_shown_prominently(env):
+    from cardiomics.tools.report import Report
+
+    app, settings, run_id = env
+    _to_signoff(app, run_id)
+    store = app.state.runs.services.reports
+    flagged = store.load(run_id).model_copy(update={"version": 9, "grounding_flags": ["number 72.0 is not in any tool output"]})
+    store.save(flagged)
+    client = _client(app)
+    _login(client, "dr-ada", PASSWORD)
+    page = client.get(f"/runs/{run_id}/report", params={"version": 9}).text
+    alert = page[page.index('id="grounding-flags"'):]
+    assert "number 72.0 is not in any tool output" in alert[:600] and 'role="alert"' in page
+    assert page.index('id="grounding-flags"') < page.index("<h2>Summary</h2>")  # above the findings, not buried
+    assert 'id="decide"' not in page  # v9 is not the version the run waits on
+    assert isinstance(store.load(run_id, 9), Report)
+
+
+def test_changes_requested_new_version_diff_and_stale_page(env):
+    app, settings, run_id = env
+    _to_signoff(app, run_id)
+    ada, bo = _client(app), _client(app)
+    ada_token, bo_token = _login(ada, "dr-ada", PASSWORD), _login(bo, "dr-bo", PASSWORD + "!")
+    form = {"expect": "sign-off", "version": "1"}
+    res = ada.post(f"/runs/{run_id}/decide", data={**form, "decision": "changes-requested", "comment": "  ", "csrf_token": ada_token})
+    assert res.status_code == 400 and "comment-required" in res.text
+    res = ada.post(f"/runs/{run_id}/decide", data={**form, "decision": "changes-requested", "comment": "mention the RV size",
+                                                 "csrf_token": ada_token})
+    assert res.status_code == 303
+    st = app.state.runs.status(run_id)
+    assert st.waiting_for == "sign-off" and st.report_version == 2
+    # dr-bo still has v1 open: approving it must not sign v2 unseen
+    res = bo.post(f"/runs/{run_id}/decide", data={**form, "decision": "approved", "csrf_token": bo_token})
+    assert res.status_code == 409 and "moved-on" in res.text
+    assert app.state.runs.status(run_id).report_version == 2
+
+    page = ada.get(f"/runs/{run_id}/report").text
+    assert 'href="/runs/%s/report?version=1"' % run_id in page and 'href="/runs/%s/report?version=2"' % run_id in page
+    diff = ada.get(f"/runs/{run_id}/diff", params={"a": 1, "b": 2}).text
+    ins = re.findall(r"<ins>(.*?)</ins>", diff, re.S)
+    assert any("mention the RV size" in x for x in ins)
+    assert 'class="changed"' not in diff  # numbers did not change between drafts
+    for fmt, kind in (("json", "application/json"), ("html", "text/html")):
+        res = ada.get(f"/runs/{run_id}/export/v2.{fmt}")
+        assert res.status_code == 200 and res.headers["content-type"].startswith(kind)
+    assert json.loads(ada.get(f"/runs/{run_id}/export/v2.json").content)["version"] == 2
+    assert ada.get(f"/runs/{run_id}/export/v2.pdf").status_code == 409  # drafts are not printed as signed
+
+
+# --- concurrency ----------------------------------------------------------------------------------
+
+def test_two_reviewers_at_once_exactly_one_decision_wins(env):
+    import httpx
+
+    from cardiomics.review.server import serve_in_thread
+
+    app, settings, run_id = env
+    with serve_in_thread(app) as base:
+        clients = [httpx.Client(base_url=base, follow_redirects=False, timeout=120) for _ in range(2)]
+        tokens = [_login(c, name, pw) for c, (name, pw) in zip(clients, (("dr-ada", PASSWORD), ("dr-bo", PASSWORD + "!")))]
+        barrier, results = threading.Barrier(2), [None, None]
+
+        def post(i: int) -> None:
+            barrier.wait()
+            results[i] = clients[i].post(f"/runs/{run_id}/decide", data={"decision": "approved", "expect": "qc-approval",
+                                                                         "csrf_token": tokens[i]})
+
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=180)
+        for c in clients:
+            c.close()
+    codes = sorted(r.status_code for r in results)
+    assert codes == [303, 409], codes
+    loser = next(r for r in results if r.status_code == 409)
+    assert "moved-on" in loser.text and "already moved on" in loser.text
+    (line,) = _approvals(settings, run_id, "qc")
+    winner = ("dr-ada", "dr-bo")[[r.status_code for r in results].index(303)]
+    assert line["actor"] == winner
+    (result,) = verify_dir(settings.audit_dir, run_id)
+    assert result.ok, result.reason
+    assert app.state.runs.status(run_id).waiting_for == "sign-off"
+
+
+# --- signed report and PDF ------------------------------------------------------------------------
+
+def test_signed_report_pdf_renders_and_matches_audit(env, tmp_path):
+    if not (shutil.which("pdftoppm") and shutil.which("pdfinfo")):
+        pytest.skip("poppler-utils (pdftoppm, pdfinfo) not installed: apt-get install -y poppler-utils")
+    app, settings, run_id = env
+    _to_signoff(app, run_id)
+    client = _client(app)
+    token = _login(client, "dr-ada", PASSWORD)
+    res = client.post(f"/runs/{run_id}/decide", data={"decision": "approved", "expect": "sign-off", "version": "1",
+                                                    "comment": "agree", "csrf_token": token})
+    assert res.status_code == 303
+    signed = app.state.runs.services.reports.load(run_id)
+    assert signed.status == "approved" and signed.signature.reviewer == "dr-ada"
+    (audit_line,) = [r for r in _events(settings, run_id) if r["event"] == "report_signed"]
+
+    page = client.get(f"/runs/{run_id}/report").text
+    assert signed.signature.report_sha256 in page and "matches" in page and 'id="decide"' not in page
+    assert stat.S_IMODE(os.stat(app.state.runs.services.reports.path(run_id, signed.version, ".json")).st_mode) == 0o444
+
+    pdf = client.get(f"/runs/{run_id}/export/v{signed.version}.pdf")
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    assert client.get(f"/runs/{run_id}/export/v{signed.version}.pdf").content == pdf.content  # deterministic
+    path = tmp_path / "signed.pdf"
+    path.write_bytes(pdf.content)
+    info = subprocess.run(["pdfinfo", str(path)], capture_output=True, text=True, check=True).stdout
+    embedded = re.search(r"^Subject:\s+report_sha256=([0-9a-f]{64})$", info, re.M).group(1)
+    assert embedded == audit_line["report_sha256"] == signed.content_sha256()
+    pages = int(re.search(r"^Pages:\s+(\d+)", info, re.M).group(1))
+    subprocess.run(["pdftoppm", "-r", "40", "-png", str(path), str(tmp_path / "page")], check=True, timeout=120)
+    rendered = sorted(tmp_path.glob("page*.png"))
+    assert len(rendered) == pages >= 2
+    from PIL import Image
+
+    for p in rendered:
+        with Image.open(p) as im:
+            assert im.size[0] > 200 and im.getextrema() != ((255, 255), (255, 255), (255, 255))  # not blank
+    text = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True).stdout
+    assert "dr-ada" in text and audit_line["report_sha256"] in text.replace("\n", "")
+    (result,) = verify_dir(settings.audit_dir, run_id)
+    assert result.ok
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def cli_logging():
+    """The CLI configures structlog globally (warnings only); put the test session's set-up back afterwards."""
+    import structlog
+
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+def test_decision_recorded_under_cli_logging(env, cli_logging):
+    """`cardiomics review` serves after the CLI set logging to warnings: audit lines must still be written."""
+    from cardiomics.logging import configure
+
+    app, settings, run_id = env
+    configure(verbose=False)
+    client = _client(app)
+    token = _login(client, "dr-ada", PASSWORD)
+    res = client.post(f"/runs/{run_id}/decide", data={"decision": "rejected", "comment": "motion", "expect": "qc-approval",
+                                                    "csrf_token": token})
+    assert res.status_code == 303, res.text
+    (line,) = _approvals(settings, run_id, "qc")
+    assert line["actor"] == "dr-ada"
+
+
+def test_cli_add_user_and_loopback_rule(settings, cli_logging):
+    from typer.testing import CliRunner
+
+    from cardiomics.cli import app
+    from cardiomics.review.accounts import Accounts
+    from cardiomics.review.server import is_loopback
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["review", "add-user", "dr-cli", "--password-stdin"], input=PASSWORD + "\n")
+    assert res.exit_code == 0, res.output
+    assert Accounts(settings.home).check("dr-cli", PASSWORD)
+    res = runner.invoke(app, ["review", "add-user", "dr-cli", "--password-stdin"], input=PASSWORD + "\n")
+    assert res.exit_code == 2
+    res = runner.invoke(app, ["review", "--host", "0.0.0.0", "--port", "1"])
+    assert res.exit_code == 2 and "refused" in res.output
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.8.0.1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.5") and not is_loopback("example.org")
