@@ -91,8 +91,9 @@ def build_graph(services: Services, checkpointer, planner: Planner | None = None
         ex = services.executor(state["run_id"])
         # a draft that fails the grounding check goes back once with its problems, then is shown flagged
         problems: list[str] = []
+        draft = report.narrative  # the template's text, filled from tool outputs
         for attempt in (1, 2):
-            draft = planner.narrative(ex, merged, report.narrative if attempt == 1 else draft, problems)
+            draft = planner.narrative(ex, merged, draft, problems)
             problems = check(draft, values, retrieved)
             ex.audit.append("grounding_check", "explanation", version=version, attempt=attempt, problems=problems,
                             once_key=f"grounding:v{version}:{attempt}")

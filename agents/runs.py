@@ -90,11 +90,12 @@ class Runs:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
     def decide(self, run_id: str, reviewer: str, decision: str, comment: str = "",
-               expect: Waiting | None = None) -> RunStatus:
+               expect: Waiting | None = None, expect_version: int | None = None) -> RunStatus:
         """Record a reviewer's decision at the checkpoint the run waits at, and resume it.
 
         ``expect`` names the checkpoint the reviewer saw; if the run has moved on since (another
-        reviewer decided first), the decision is refused and nothing is written.
+        reviewer decided first), the decision is refused and nothing is written; ``expect_version``
+        does the same for the draft version a reviewer signs.
         """
         Decision(reviewer=reviewer, decision=decision, comment=comment)  # validate before touching the run
         with self._locked(run_id):
@@ -105,6 +106,9 @@ class Runs:
             if expect is not None and current.waiting_for != expect:
                 raise PolicyError("moved-on", f"run {run_id} already moved on: it now waits for {current.waiting_for}",
                                   hint="reload the run and decide on what it shows now")
+            if expect_version is not None and current.waiting_for == "sign-off" and current.report_version != expect_version:
+                raise PolicyError("moved-on", f"run {run_id} already moved on: you saw draft v{expect_version}, it now waits "
+                                  f"for sign-off of v{current.report_version}", hint="reload the report and decide on the new draft")
             if decision == "changes-requested" and current.waiting_for != "sign-off":
                 raise PolicyError("no-changes-at-qc", "changes can be requested on a report draft, not at segmentation QC",
                                   hint="approve or reject the segmentation")

@@ -10,7 +10,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 from langchain_core.messages import AIMessage
 from rich.console import Console
 
@@ -35,7 +34,6 @@ def test_guided_mode_over_stdin(settings, tmp_path):
 
 
 def test_scripted_conversation_to_signed_report(settings, phantom_study, monkeypatch):
-    import numpy as np
     import cardiomics.models.segmenter as segmod
     from cardiomics.agents.llm import LLMPlanner
     from cardiomics.agents.llm.scripted import ScriptedChatModel

@@ -11,7 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
 from cardiomics.synthetic.assoc_sim import simulate_association_cohort
 from cardiomics.tools import ArtifactStore, ToolContext, call_tool

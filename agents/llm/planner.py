@@ -147,7 +147,7 @@ class LLMPlanner:
         loop = ToolLoop(call, [], {})
         prompt, _ = role_prompt("explanation")
         text = loop.run([SystemMessage(prompt), HumanMessage(narrative_task(state, template, previous, problems))]).text.strip()
-        ex.audit.append("narrative_draft", f"llm:explanation", draft_sha256=sha256_text(text), chars=len(text),
+        ex.audit.append("narrative_draft", "llm:explanation", draft_sha256=sha256_text(text), chars=len(text),
                         redraft=bool(problems), problems_given=len(problems))
         return text or template  # an empty reply falls back to the grounded template
 

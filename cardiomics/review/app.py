@@ -7,8 +7,7 @@ CARDIOMICS_HOME; nothing is global.
 from __future__ import annotations
 
 import os
-import threading
-from collections import OrderedDict, defaultdict
+from collections import OrderedDict
 from pathlib import Path
 
 import structlog
@@ -47,7 +46,6 @@ def create_app(settings: Settings | None = None, *, runs=None, user_header: str 
     app.state.user_header = (user_header if user_header is not None else os.environ.get(USER_HEADER_ENV, "")).strip() or None
     app.state.templates = Jinja2Templates(directory=HERE / "templates")
     app.state.templates.env.filters["when"] = _when
-    app.state.run_locks = defaultdict(threading.Lock)
     app.state.qc_ids = {}  # run_id -> (study_id, segmentation_id)
     app.state.reports = OrderedDict()  # (run_id, version) -> Report, LRU: versions are immutable on disk
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import ValidationError
 
 from cardiomics.agents.compose import LABELS
-from cardiomics.errors import InputError, NotFoundError, PolicyError
+from cardiomics.errors import InputError, NotFoundError
 from cardiomics.tools.report import Report
 
 from . import overlay, rundata
@@ -238,16 +238,11 @@ def decide(request: Request, run_id: str, decision: str = Form(""), comment: str
     if decision == "changes-requested" and not comment:
         raise InputError("comment-required", "say what should change: a comment is required to request changes")
     runs = _runs(request)
-    with request.app.state.run_locks[run_id]:  # with Runs' file lock: one decision at a time
-        if expect == "sign-off":
-            st = runs.status(run_id)
-            if st.waiting_for == "sign-off" and version is not None and st.report_version != version:
-                raise PolicyError("moved-on", f"run {run_id} already moved on: you saw draft v{version}, it now waits "
-                                  f"for sign-off of v{st.report_version}", hint="reload the report and decide on the new draft")
-        try:
-            st = runs.decide(run_id, reviewer, decision, comment, expect=expect)
-        except ValidationError as exc:
-            raise InputError("bad-decision", exc.errors()[0]["msg"]) from exc
+    try:  # Runs.decide checks checkpoint and draft version under the run's lock: a stale page is refused
+        st = runs.decide(run_id, reviewer, decision, comment, expect=expect,
+                         expect_version=version if expect == "sign-off" else None)
+    except ValidationError as exc:
+        raise InputError("bad-decision", exc.errors()[0]["msg"]) from exc
     log.info("review decision", run_id=run_id, reviewer=reviewer, decision=decision, checkpoint=expect, status=st.status)
     if "application/json" in request.headers.get("accept", ""):
         return JSONResponse(st.model_dump(mode="json"))
