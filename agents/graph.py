@@ -7,8 +7,10 @@ or in its own node, and every audit event of a node is written once even if the 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -45,6 +47,14 @@ class Services:
     def audit(self, run_id: str) -> AuditTrail:
         return AuditTrail(self.settings.audit_dir, run_id)
 
+    def inputs_file(self, run_id: str) -> Path:
+        """Where a run's input paths live (0600), outside the checkpoint: a folder name may be a patient's name."""
+        return self.settings.runs_dir / f"{run_id}.inputs.json"
+
+    def with_inputs(self, state: dict) -> dict:
+        path = self.inputs_file(state["run_id"])
+        return {**state, **json.loads(path.read_text())} if path.exists() else state
+
     def executor(self, run_id: str, epoch: str = "") -> ToolExecutor:
         return ToolExecutor(ToolContext(store=self.store, seed=0), self.audit(run_id), epoch)
 
@@ -60,7 +70,7 @@ def build_graph(services: Services, checkpointer, planner: Planner | None = None
         epoch = f"{role}:v{state.get('report_version', 0) + 1}" if role == "explanation" else role
         ex = services.executor(state["run_id"], epoch)
         try:
-            outputs = fn(ex, state)
+            outputs = fn(ex, services.with_inputs(state))
         except CardiomicsError as exc:
             ex.audit.append("run_failed", role, code=exc.code, error=exc.kind, once_key=f"failed:{role}")
             return {"status": "failed", "error": exc.to_dict()}
@@ -93,7 +103,7 @@ def build_graph(services: Services, checkpointer, planner: Planner | None = None
         problems: list[str] = []
         draft = report.narrative  # the template's text, filled from tool outputs
         for attempt in (1, 2):
-            draft = planner.narrative(ex, merged, draft, problems)
+            draft = planner.narrative(ex, services.with_inputs(merged), draft, problems)
             problems = check(draft, values, retrieved)
             ex.audit.append("grounding_check", "explanation", version=version, attempt=attempt, problems=problems,
                             once_key=f"grounding:v{version}:{attempt}")
@@ -118,6 +128,7 @@ def build_graph(services: Services, checkpointer, planner: Planner | None = None
         version = state.get("report_version", 0)
         if version == 0:  # rejected at QC: no report to sign
             services.audit(state["run_id"]).append("run_finished", "system", status=state["status"], once_key="finished")
+            services.inputs_file(state["run_id"]).unlink(missing_ok=True)
             return {}
         draft = services.reports.load(state["run_id"], version)
         signed = draft.model_copy(update={"version": version + 1, "status": last["decision"]})
@@ -128,6 +139,7 @@ def build_graph(services: Services, checkpointer, planner: Planner | None = None
         audit.append("report_signed", last["reviewer"], version=signed.version, decision=last["decision"],
                      report_sha256=signed.signature.report_sha256, once_key=f"signed:v{signed.version}")
         audit.append("run_finished", "system", status=state["status"], once_key="finished")
+        services.inputs_file(state["run_id"]).unlink(missing_ok=True)
         return {"report_version": signed.version}
 
     def _decide(state: RunState, checkpoint: str, raw: Any, approved_status: str) -> dict:

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from cardiomics import __version__, prompts
 from cardiomics.config import Settings
 from cardiomics.errors import InputError, NotFoundError, PolicyError
+from cardiomics.hashing import sha256_json
 
 from .checkpointer import Checkpointer
 from .graph import Services, build_graph
@@ -75,8 +76,12 @@ class Runs:
         self.services.audit(run_id).append("run_start", "system", cardiomics_version=__version__, llm=getattr(self.planner, "description", "none (deterministic planner)"),
                                            prompt_sha256=prompts.prompt_hashes(), omics=bool(omics_path),
                                            patient_fields=sorted(patient), once_key="start")
-        self.graph.invoke({"run_id": run_id, "study_path": str(Path(study_path).resolve()), "omics_path": omics_path,
-                           "patient": patient, "status": "processing", "results": {}}, self._config(run_id))
+        inputs = {"study_path": str(Path(study_path).resolve()), "omics_path": str(Path(omics_path).resolve()) if omics_path else None}
+        sidecar = self.services.inputs_file(run_id)
+        sidecar.touch(mode=0o600)
+        sidecar.write_text(json.dumps(inputs))
+        self.graph.invoke({"run_id": run_id, "patient": patient, "status": "processing", "results": {},
+                           "inputs_sha256": sha256_json(inputs)}, self._config(run_id))
         return self.status(run_id)
 
     @contextmanager
@@ -135,12 +140,23 @@ class Runs:
                          waiting_for=waiting, report_version=values.get("report_version"), error=values.get("error"))
 
     def resume(self, run_id: str) -> RunStatus:
-        """Re-run the node a run stopped in (a crash, an unreachable model); a run waiting for a person is left alone."""
+        """Continue a run that stopped between checkpoints (a crash, an unreachable model).
+
+        The interrupted node re-runs from its start; its audit events carry once-keys and report
+        versions are immutable, so nothing is logged twice or lost. A run waiting for a reviewer
+        is not interrupted: it waits for :meth:`decide`.
+        """
+        self.status(run_id)  # NotFoundError for an unknown run
         with self._locked(run_id):
             snap = self.graph.get_state(self._config(run_id))
-            if snap.next and not getattr(snap, "interrupts", ()):
-                self.services.audit(run_id).append("run_resumed", "system", node=list(snap.next))
-                self.graph.invoke(None, self._config(run_id))
+            if getattr(snap, "interrupts", ()) or ():
+                raise PolicyError("waiting-for-decision", f"run {run_id} waits for a reviewer's decision, not for a resume",
+                                  hint=f"cardiomics approve {run_id} --reviewer NAME")
+            if not snap.next:
+                raise PolicyError("not-interrupted", f"run {run_id} has ended ({(snap.values or {}).get('status', 'unknown')})",
+                                  hint="see `cardiomics runs`")
+            self.services.audit(run_id).append("run_resumed", "system", nodes=list(snap.next))
+            self.graph.invoke(None, self._config(run_id))
             return self.status(run_id)
 
     def list(self) -> list[RunStatus]:

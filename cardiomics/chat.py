@@ -25,7 +25,7 @@ from rich.table import Table
 
 from cardiomics.audit import AuditTrail, verify_dir
 from cardiomics.config import Settings
-from cardiomics.errors import CardiomicsError, InputError
+from cardiomics.errors import PolicyError, CardiomicsError, InputError
 from cardiomics.hashing import sha256_text
 
 log = structlog.get_logger(__name__)
@@ -275,14 +275,12 @@ class ChatSession:
 
     def resume(self, _t: str = "") -> Reply:
         run_id = self._need_run()
-        with self.runs._locked(run_id):
-            snap = self.runs.graph.get_state(self.runs._config(run_id))
-            if not snap.next or getattr(snap, "interrupts", ()):
-                return self._status_reply(self.runs.status(run_id))
-            self.runs.services.audit(run_id).append("run_resumed", "system", node=list(snap.next))
+        try:
             with self.console.status("Resuming…"):
-                self.runs.graph.invoke(None, self.runs._config(run_id))
-        return self._status_reply(self.runs.status(run_id), table=self._function_table())
+                st = self.runs.resume(run_id)
+        except PolicyError:  # waiting for a reviewer, or ended: nothing to resume
+            return self._status_reply(self.runs.status(run_id))
+        return self._status_reply(st, table=self._function_table())
 
     def list_runs(self, _t: str = "") -> Reply:
         table = Table()

@@ -37,12 +37,19 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except CardiomicsError as exc:
-            err.print(f"[bold red]{exc.kind}[{exc.code}][/]: {exc.message}", highlight=False)
-            if exc.hint:
-                err.print(f"  hint: {exc.hint}", highlight=False)
+            _print_error(exc.to_dict())
             raise typer.Exit(2)
 
     return wrapper
+
+
+def _print_error(e: dict) -> None:
+    """'Kind[code]: message' and the hint; escaped, since messages quote file names and input text."""
+    from rich.markup import escape
+
+    err.print(f"[bold red]{escape(e['error'])}\\[{escape(e['code'])}][/]: {escape(e['message'])}", highlight=False)
+    if e.get("hint"):
+        err.print(f"  hint: {escape(e['hint'])}", highlight=False)
 
 
 def _runs():
@@ -62,10 +69,10 @@ def _print_status(st) -> None:
         out.print(f"draft report v{st.report_version} waiting for sign-off:", highlight=False)
         out.print(f"  cardiomics report {st.run_id} --format html", highlight=False)
         out.print(f"  cardiomics approve {st.run_id} --reviewer NAME   [--reject | --request-changes] [--comment TEXT]", highlight=False)
+    elif st.status == "interrupted":
+        out.print(f"the run stopped between steps; continue it with: cardiomics resume {st.run_id}", highlight=False)
     if st.error:
-        err.print(f"[bold red]{st.error['error']}[{st.error['code']}][/]: {st.error['message']}", highlight=False)
-        if st.error.get("hint"):
-            err.print(f"  hint: {st.error['hint']}", highlight=False)
+        _print_error(st.error)
 
 
 def _findings_table(runs, run_id: str) -> None:
@@ -137,6 +144,16 @@ def approve(run_id: str, reviewer: str = typer.Option(..., help="Name of the rev
     with _runs() as runs:
         with err.status("Resuming the run…"):
             st = runs.decide(run_id, reviewer, decision, comment)
+        _print_status(st)
+
+
+@app.command()
+@friendly
+def resume(run_id: str) -> None:
+    """Continue a run that stopped between checkpoints (a crash, an unreachable model)."""
+    with _runs() as runs:
+        with err.status("Resuming the run…"):
+            st = runs.resume(run_id)
         _print_status(st)
 
 
@@ -236,7 +253,7 @@ def _data_dir(data: Path | None) -> Path:
 @audit_app.command("verify")
 @friendly
 def audit_verify(run_id: Optional[str] = typer.Argument(None, help="One run; every trail when omitted.")) -> None:
-    """Recompute the hash chain of audit trails; exit 1 naming the first bad line."""
+    """Recompute the hash chain of audit trails and check reports against them; exit 1 naming the first bad line."""
     from cardiomics.audit import verify_dir
     from cardiomics.config import Settings
 
@@ -251,6 +268,10 @@ def audit_verify(run_id: Optional[str] = typer.Argument(None, help="One run; eve
         else:
             bad += 1
             out.print(f"[bold red]FAIL[/] {r.run_id}: line {r.first_bad_line}: {r.reason}", highlight=False)
+    if run_id is None or run_id.startswith("run-"):  # signed and draft reports against their trail
+        from cardiomics.audit_reports import print_checks
+
+        bad += print_checks(out, settings, run_id)
     if bad:
         raise typer.Exit(1)
 

@@ -1,24 +1,111 @@
-"""`cardiomics mcp`: serve every registered tool over MCP."""
+"""`cardiomics mcp`: serve every registered tool over MCP; `cardiomics mcp token ...`: bearer tokens.
+
+Heavy imports (fastmcp, the tool registry, uvicorn) happen inside the commands, so `--help` stays fast.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import typer
 
 
 def register(app: typer.Typer, *, friendly, out, err) -> None:
-    @app.command()
+    mcp_app = typer.Typer(help="Serve the tools over MCP (stdio by default, --http for remote agents) and manage tokens.",
+                          invoke_without_command=True, no_args_is_help=False)
+    token_app = typer.Typer(help="Bearer tokens for `cardiomics mcp --http`.", no_args_is_help=True)
+    mcp_app.add_typer(token_app, name="token")
+    app.add_typer(mcp_app, name="mcp")
+
+    @mcp_app.callback()
     @friendly
-    def mcp(http: bool = typer.Option(False, "--http", help="Serve streamable HTTP instead of stdio."),
-            host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8766)) -> None:
+    def mcp(ctx: typer.Context,
+            http: bool = typer.Option(False, "--http", help="Serve streamable HTTP at http://HOST:PORT/mcp instead of stdio."),
+            host: str = typer.Option("127.0.0.1", help="Address to bind (HTTP)."),
+            port: int = typer.Option(8766, help="Port (HTTP)."),
+            no_auth: bool = typer.Option(False, "--no-auth", help="HTTP without bearer tokens: loopback addresses only."),
+            root: Optional[Path] = typer.Option(None, help="Folder remote callers may name files under "
+                                                         "(default: $CARDIOMICS_MCP_ROOT or the working directory).")) -> None:
         """Serve every registered tool over MCP (stdio by default)."""
+        if ctx.invoked_subcommand is not None:
+            return
+        _serve(http=http, host=host, port=port, no_auth=no_auth, root=root, err=err)
+
+    @token_app.command("create")
+    @friendly
+    def token_create(name: str = typer.Argument(..., help="Who or what will hold the token (recorded in the audit trail).")) -> None:
+        """Create a token and print it once; only its SHA-256 is stored."""
+        from cardiomics.config import Settings
+        from cardiomics.mcp_auth import TokenStore
+
+        token = TokenStore(Settings.from_env().ensure()).create(name)
+        err.print(f"token [bold]{name}[/] created; it is shown once, store it now:", highlight=False)
+        out.print(token, highlight=False, soft_wrap=True)
+
+    @token_app.command("list")
+    @friendly
+    def token_list() -> None:
+        """List token names and creation times (never the tokens)."""
+        from rich.table import Table
+
+        from cardiomics.config import Settings
+        from cardiomics.mcp_auth import TokenStore
+
+        entries = TokenStore(Settings.from_env()).list()
+        if not entries:
+            out.print("no MCP tokens; create one with `cardiomics mcp token create NAME`")
+            return
+        table = Table()
+        for col in ("name", "created", "sha256 (prefix)"):
+            table.add_column(col)
+        for e in entries:
+            table.add_row(e.name, e.created_at, e.sha256[:12] + "…")
+        out.print(table)
+
+    @token_app.command("revoke")
+    @friendly
+    def token_revoke(name: str = typer.Argument(..., help="Name of the token to revoke.")) -> None:
+        """Revoke a token; a running server refuses it from its next request."""
+        from cardiomics.config import Settings
+        from cardiomics.mcp_auth import TokenStore
+
+        TokenStore(Settings.from_env()).revoke(name)
+        out.print(f"revoked {name}", highlight=False)
+
+
+def _serve(*, http: bool, host: str, port: int, no_auth: bool, root: Optional[Path], err) -> None:
+    from cardiomics.config import Settings
+    from cardiomics.mcp_auth import LOOPBACK, TokenStore
+
+    if not http:
+        if no_auth or root is not None:
+            err.print("--no-auth and --root apply to --http only")
+            raise typer.Exit(2)
         from cardiomics.mcp_server import build_server
 
-        if http and host not in ("127.0.0.1", "localhost", "::1"):
-            err.print("[bold red]refused[/]: MCP over HTTP has no authentication yet; bind it to loopback (127.0.0.1) only.")
+        build_server().run(transport="stdio", show_banner=False)  # stdout belongs to the protocol
+        return
+
+    settings = Settings.from_env().ensure()
+    if no_auth:
+        if host not in LOOPBACK:
+            err.print(f"[bold red]refused[/]: --no-auth binds to loopback only (127.0.0.1, ::1), not {host}.", highlight=False)
             raise typer.Exit(2)
-        server = build_server()
-        if http:
-            err.print(f"[yellow]MCP over HTTP on {host}:{port} without authentication (loopback only)[/]")
-            server.run(transport="http", host=host, port=port, show_banner=False)
-        else:
-            server.run(transport="stdio", show_banner=False)  # stdout belongs to the protocol
+        err.print(f"[bold yellow]WARNING: MCP over HTTP WITHOUT AUTHENTICATION on {host}:{port}. Any local process or "
+                  f"user can call every tool. Calls are audited as 'mcp-http-anonymous'.[/]", highlight=False)
+    elif not TokenStore(settings).list():
+        err.print("[bold red]refused[/]: no MCP tokens exist; create one with `cardiomics mcp token create NAME` "
+                  "(or use --no-auth on 127.0.0.1 for local experiments)", highlight=False)
+        raise typer.Exit(2)
+    elif host not in LOOPBACK:
+        err.print(f"[yellow]serving on {host}: tokens travel in clear over plain HTTP; put a TLS proxy in front[/]", highlight=False)
+
+    import uvicorn
+
+    from cardiomics.mcp_server import http_app, mcp_root
+
+    app = http_app(settings, host=host, no_auth=no_auth, root=root)
+    err.print(f"MCP over HTTP: http://{host}:{port}/mcp  (health: /health; files confined to {mcp_root(root)})",
+              highlight=False)
+    uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="on")

@@ -187,6 +187,10 @@ class _Header:
     ds: Dataset
 
 
+_MAX_MATRIX = 1024 * 1024  # rows x columns of one image
+_MAX_STACK_BYTES = 2 * 2**30  # float32 stack in memory
+
+
 def _rel(path: Path, folder: Path) -> str:
     try:
         return str(path.relative_to(folder))
@@ -214,12 +218,15 @@ def _candidate_files(folder: Path) -> tuple[list[Path], int]:
     return files, ignored
 
 
-def _truncated(ds: Dataset) -> bool:
-    """An element whose value is shorter than its declared length: the file was cut."""
+def _truncated(ds: Dataset, file_size: int | None = None) -> bool:
+    """An element whose value is shorter than its declared length, or runs past the end of the file: the file was cut."""
     for tag in list(ds.keys()):
         raw = ds.get_item(tag)
-        if isinstance(raw, RawDataElement) and raw.length != 0xFFFFFFFF and raw.value is not None \
-                and len(raw.value) < raw.length:
+        if not isinstance(raw, RawDataElement) or raw.length == 0xFFFFFFFF:
+            continue
+        if raw.value is not None and len(raw.value) < raw.length:
+            return True
+        if file_size is not None and raw.value_tell is not None and raw.value_tell + raw.length > file_size:
             return True
     return False
 
@@ -294,14 +301,14 @@ def read_dicom_series(folder: str | Path, salt: bytes) -> CineStack:
     for path in files:
         rel = _rel(path, folder)
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            ds = pydicom.dcmread(path, stop_before_pixels=True, defer_size="64 KB")
         except InvalidDicomError as exc:
             unreadable.append((rel, f"not a DICOM file ({exc})"))
             continue
         except Exception as exc:  # noqa: BLE001 - any parser failure means the file cannot be trusted
             unreadable.append((rel, f"{type(exc).__name__}: {exc}"))
             continue
-        if _truncated(ds) or _truncated(ds.file_meta if hasattr(ds, "file_meta") else Dataset()):
+        if _truncated(ds, path.stat().st_size) or _truncated(ds.file_meta if hasattr(ds, "file_meta") else Dataset()):
             unreadable.append((rel, "truncated: an element is shorter than its declared length"))
             continue
         headers.append(_Header(path, rel, ds))
@@ -361,6 +368,9 @@ def read_dicom_series(folder: str | Path, salt: bytes) -> CineStack:
     for h in headers:
         gaps = [k for k, n in (("ImagePositionPatient", 3), ("ImageOrientationPatient", 6), ("PixelSpacing", 2))
                 if _floats(h.ds, k, n) is None]
+        spacing_mm = _floats(h.ds, "PixelSpacing", 2)
+        if spacing_mm is not None and np.any(spacing_mm <= 0):
+            gaps.append("PixelSpacing (not positive)")
         if gaps:
             missing.append((h.rel, gaps))
     if missing:
@@ -439,6 +449,11 @@ def read_dicom_series(folder: str | Path, salt: bytes) -> CineStack:
 
     # pass 2: pixels
     rows, cols = int(headers[0].ds.Rows), int(headers[0].ds.Columns)
+    n_bytes = n_frames * n_slices * rows * cols * 4
+    if rows * cols > _MAX_MATRIX or n_bytes > _MAX_STACK_BYTES:
+        raise StudyError("image-too-large", f"{n_frames} frames x {n_slices} slices of {rows} x {cols} pixels "
+                         f"({n_bytes / 2**30:.1f} GiB) is beyond what a cine SAX study holds",
+                         hint=f"cine SAX matrices are at most {int(_MAX_MATRIX ** 0.5)} x {int(_MAX_MATRIX ** 0.5)}; check the series")
     images = np.empty((n_frames, n_slices, rows, cols), dtype=np.float32)
     trig = np.full((n_frames, n_slices), np.nan)
     for s, hs in enumerate(per_slice):

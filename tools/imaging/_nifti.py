@@ -30,7 +30,7 @@ import structlog
 from cardiomics.errors import InputError, StudyError
 from cardiomics.hashing import sha256_file, sha256_text
 
-from ._deid import study_key
+from ._deid import quote_text, study_key
 from ._stack import CineStack
 
 log = structlog.get_logger(__name__)
@@ -64,7 +64,7 @@ def _load(path: Path) -> tuple[nib.Nifti1Image, np.ndarray]:
     try:
         img = nib.load(str(path))
     except Exception as exc:  # noqa: BLE001 - any failure means the file cannot be trusted
-        raise StudyError("unreadable-file", f"cannot read {path.name}: {type(exc).__name__}: {exc}",
+        raise StudyError("unreadable-file", f"cannot read {quote_text(path.name, 120)}: {quote_text(f'{type(exc).__name__}: {exc}', 200)}",
                          hint="the file may be truncated or not NIfTI; copy it again", files=[path.name]) from None
     shape = img.shape
     if len(shape) not in (3, 4) or (len(shape) == 4 and shape[3] < 1) or min(shape[:3]) < 1:
@@ -79,7 +79,7 @@ def _load(path: Path) -> tuple[nib.Nifti1Image, np.ndarray]:
     try:
         data = np.asarray(img.get_fdata(dtype=np.float32, caching="unchanged"))
     except Exception as exc:  # noqa: BLE001
-        raise StudyError("unreadable-file", f"cannot read the voxel data of {path.name}: {type(exc).__name__}: {exc}",
+        raise StudyError("unreadable-file", f"cannot read the voxel data of {quote_text(path.name, 120)}: {quote_text(f'{type(exc).__name__}: {exc}', 200)}",
                          hint="the file may be truncated; copy it again", files=[path.name]) from None
     if data.ndim == 3:
         data = data[..., None]

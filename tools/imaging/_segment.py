@@ -15,7 +15,7 @@ from ._load import load_stack
 
 class SegmentInput(BaseModel):
     study_id: str = Field(pattern=r"^study-[0-9a-f]{16,64}$", description="Id returned by `load_study`.")
-    n_tta: int = Field(4, ge=0, le=8, description="Test-time augmentations used to put intervals on the volumes (0 = none).")
+    n_tta: int = Field(4, ge=0, le=8, description="Test-time augmentations of the end-diastolic and end-systolic frames, for intervals on the indices (0 = none).")
 
 
 
@@ -74,12 +74,18 @@ def segment(inp: SegmentInput, ctx: ToolContext) -> SegmentationResult:
     ctx.used_model(ModelRef(**net.ref))
     ctx.used_input("study", ctx.store.digest(inp.study_id))
     t, s, r, c = stack.images.shape
-    flat = stack.images.reshape(t * s, r, c)
-    labels, members = net.predict(flat, (stack.spacing_mm[1], stack.spacing_mm[2]), n_tta=inp.n_tta, n_slices=s)
+    spacing_rc = (stack.spacing_mm[1], stack.spacing_mm[2])
+    labels, _ = net.predict(stack.images.reshape(t * s, r, c), spacing_rc, n_slices=s)
     labels = labels.reshape(t, s, r, c).astype(np.uint8)
     arrays = {"labels": labels}
-    if members is not None:
-        arrays["tta"] = members.reshape(-1, t, s, r, c).astype(np.uint8)
+    if inp.n_tta:
+        # intervals are needed at end-diastole and end-systole only: augment those two frames, not the cine
+        lv = (labels == 3).sum(axis=(1, 2, 3))
+        key = sorted({int(np.argmax(lv)), int(np.argmin(lv))})
+        _, members = net.predict(stack.images[key].reshape(len(key) * s, r, c), spacing_rc, n_tta=inp.n_tta, n_slices=s)
+        tta = np.repeat(labels[None], inp.n_tta, axis=0)
+        tta[:, key] = members.reshape(inp.n_tta, len(key), s, r, c)
+        arrays["tta"] = tta
     seg_id = ctx.store.put("seg", arrays, {"study_id": inp.study_id, "spacing_mm": list(stack.spacing_mm),
                                            "model": net.ref, "n_tta": inp.n_tta})
     qc = _qc(labels)

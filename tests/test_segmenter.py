@@ -1,0 +1,164 @@
+"""The shipped short-axis segmenter: card, weights integrity, inference contract, accuracy."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cardiomics.models.card import ModelCard, load_card, verify_card
+from cardiomics.models.segmenter import CARD_PATH, Segmenter, load_segmenter
+
+from cardiomics.errors import InputError, ModelError
+from cardiomics.hashing import sha256_file
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("CARDIOMICS_DATA", REPO.parent / "shared" / "data"))
+MODEL_DIR = CARD_PATH.parent
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    s = a.sum() + b.sum()
+    return 1.0 if s == 0 else 2.0 * np.logical_and(a, b).sum() / s
+
+
+@pytest.fixture(scope="module")
+def seg() -> Segmenter:
+    return load_segmenter()
+
+
+@pytest.fixture(scope="module")
+def phantom():
+    mod = pytest.importorskip("cardiomics.synthetic.phantom")
+    return mod.make_phantom(mod.PhantomSpec())
+
+
+# ------------------------------------------------------------------------------------------ card
+
+
+def test_card_validates_against_schema():
+    card = load_card(CARD_PATH)
+    assert isinstance(card, ModelCard)
+    raw = json.loads(CARD_PATH.read_text())
+    assert ModelCard.model_validate(raw) == card
+    assert card.labels == {
+        "0": "background",
+        "1": "rv_cavity",
+        "2": "lv_myocardium",
+        "3": "lv_cavity",
+    }
+    assert card.parameters > 0
+    split = card.training_data.split
+    assert split.validation and split.train
+    assert not set(split.train) & set(split.validation), (
+        "a patient on both sides of the split"
+    )
+    assert "Bernard" in " ".join(card.licence.citations) and "2514" in " ".join(
+        card.licence.citations
+    )
+    assert "research" in card.licence.weights.lower()
+    # published ACDC validation metrics for every structure x phase
+    for s in ("lv", "myo", "rv"):
+        for ph in ("ed", "es"):
+            assert (
+                0.0 <= card.metric("dice", structure=s, phase=ph, dataset="ACDC") <= 1.0
+            )
+            assert (
+                card.metric("hd95", structure=s, phase=ph, dataset="ACDC") is not None
+            )
+    assert card.metric("lvef_error", statistic="mae", dataset="ACDC") is not None
+    groups = {r.group for m in card.metrics for r in m.records if r.group}
+    assert groups == {"DCM", "HCM", "MINF", "NOR", "RV"}
+    with pytest.raises(ModelError):
+        card.metric("no_such_metric")
+
+
+def test_weights_sha256_matches_card():
+    card = load_card(CARD_PATH)
+    weights = MODEL_DIR / card.weights_file
+    assert sha256_file(weights) == card.weights_sha256
+    assert weights.stat().st_size < 8_000_000, "weights should stay a few MB"
+    verify_card(MODEL_DIR)
+
+
+def test_verify_card_rejects_tampered_weights(tmp_path):
+    shutil.copy(CARD_PATH, tmp_path / "card.json")
+    data = bytearray((MODEL_DIR / "weights.pt").read_bytes())
+    data[-10] ^= 0xFF
+    (tmp_path / "weights.pt").write_bytes(bytes(data))
+    with pytest.raises(ModelError) as exc:
+        verify_card(tmp_path)
+    assert exc.value.code == "weights_mismatch"
+    (tmp_path / "weights.pt").unlink()
+    with pytest.raises(ModelError):
+        verify_card(tmp_path)
+    (tmp_path / "card.json").write_text("{}")
+    with pytest.raises(ModelError):
+        load_card(tmp_path)
+
+
+# ------------------------------------------------------------------------------------ inference
+
+
+def test_load_segmenter_is_cached(seg):
+    assert load_segmenter() is seg
+    assert seg.ref == {
+        "id": seg.card.id,
+        "version": seg.card.version,
+        "weights_sha256": seg.card.weights_sha256,
+    }
+
+
+def test_predict_contract_on_phantom_frame(seg, phantom):
+    frame = phantom.images[0]
+    spacing = phantom.spacing_mm[1:]
+    labels, tta = seg.predict(frame, spacing)
+    assert tta is None
+    assert labels.shape == frame.shape and labels.dtype == np.uint8
+    assert set(np.unique(labels)) <= {0, 1, 2, 3}
+    assert {1, 2, 3} <= set(np.unique(labels))
+    labels2, tta = seg.predict(frame[3:6], spacing, n_tta=2)
+    assert labels2.shape == (3, *frame.shape[1:])
+    assert tta.shape == (2, 3, *frame.shape[1:]) and tta.dtype == np.uint8
+    # intensity range does not matter
+    scaled, _ = seg.predict(frame * 37.0 + 5.0, spacing)
+    assert _dice(scaled == 3, labels == 3) > 0.97
+    with pytest.raises(InputError):
+        seg.predict(np.zeros((4, 4)), spacing)
+    with pytest.raises(InputError):
+        seg.predict(frame, (0.0, 1.5))
+
+
+def test_dice_on_phantom_high(seg, phantom):
+    es = int(phantom.truth["es_frame"])
+    s = phantom.images.shape[1]
+    stack = np.concatenate([phantom.images[0], phantom.images[es]])
+    ref = np.concatenate([phantom.labels[0], phantom.labels[es]])
+    pred, _ = seg.predict(stack, phantom.spacing_mm[1:], n_slices=s)
+    assert _dice(pred == 3, ref == 3) >= 0.9
+    assert _dice(pred == 2, ref == 2) >= 0.75
+    assert _dice(pred == 1, ref == 1) >= 0.75
+    # the centre given explicitly gives the same answer as the automatic one
+    centre = seg.find_centre(stack, phantom.spacing_mm[1:], n_slices=s)
+    pred2, _ = seg.predict(stack, phantom.spacing_mm[1:], centre=centre, n_slices=s)
+    assert _dice(pred2 == 3, pred == 3) > 0.95
+
+
+# ------------------------------------------------------------------------------------ real data
+
+
+@pytest.mark.slow
+def test_acdc_validation_lv_dice():
+    if not (DATA_DIR / "acdc" / "cases.csv").is_file():
+        pytest.skip(f"ACDC data not found at {DATA_DIR} (set CARDIOMICS_DATA)")
+    from cardiomics.models.segmenter.evaluate import evaluate
+
+    card = load_card(CARD_PATH)
+    val = card.training_data.split.validation
+    assert not set(val) & set(card.training_data.split.train)
+    res = evaluate(DATA_DIR, patients=val[::3])  # 5 of the 15 validation patients
+    assert res["overall"]["dice_lv_ed"]["mean"] >= 0.9
+    assert res["overall"]["dice_lv_es"]["mean"] >= 0.8
