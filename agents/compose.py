@@ -30,6 +30,10 @@ LIMITATIONS = [
 MOLECULAR_LIMITATIONS = [
     "Programme scores are measured in the omics data provided; their link to the imaging findings is context, not causation.",
 ]
+FUSION_LIMITATIONS = [
+    "Predicted programme activity and the nearest patients come from a fusion model trained on a synthetic reference "
+    "cohort: research use only, not a measurement and not for clinical decisions.",
+]
 
 
 def findings(func: dict[str, Any]) -> list[Finding]:
@@ -88,6 +92,41 @@ def literature(results: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
+def predicted_findings(results: dict[str, Any]) -> list[Finding]:
+    """Programme activity PREDICTED from imaging by the fusion model, with its conformal interval."""
+    vt = results.get("virtual_transcriptomics")
+    if not vt:
+        return []
+    rid = vt["provenance"]["result_id"]
+    return [Finding(key=f"predicted_{p['programme']}", label=f"{p['programme'].replace('_', ' ')} programme",
+                    section="Molecular context (predicted from imaging)", note=f"{vt['label']}; synthetic-trained model",
+                    result_id=rid, **{**p["score"], "flag": "not-assessed", "reference": None})
+            for p in vt["programmes"]]
+
+
+def neighbour_findings(results: dict[str, Any]) -> list[Finding]:
+    """The nearest reference patients, by latent distance, with their own measured LVEF."""
+    nb = results.get("cohort_neighbours")
+    if not nb:
+        return []
+    rid = nb["provenance"]["result_id"]
+    out = []
+    for n in nb["neighbours"]:
+        ef = n["phenotypes"].get("lv_ef_pct")
+        note = f"synthetic reference patient; site {n['site']}" + (f"; its LVEF {ef:.1f} %" if ef is not None else "")
+        out.append(Finding(key=f"neighbour_{n['rank']}", label=f"{n['patient_id']} (rank {n['rank']})", value=n["distance"],
+                           unit="latent distance", section="Nearest patients (synthetic reference cohort)", note=note, result_id=rid))
+    return out
+
+
+def cohort_summary(results: dict[str, Any]) -> str:
+    if not results.get("cohort_neighbours"):
+        return ""
+    return ("The patient was placed in the latent space of the synthetic reference cohort; the nearest patients are "
+            "listed with the latent-space figure. Programme scores in the predicted section are predictions from "
+            "imaging, not measurements.")
+
+
 def molecular_summary(results: dict[str, Any]) -> str:
     scores = results.get("score_programmes")
     if not scores:
@@ -102,6 +141,8 @@ def molecular_summary(results: dict[str, Any]) -> str:
 def figures(results: dict[str, Any]) -> list[Figure]:
     figs = [Figure(**f) for f in results.get("report_figures", {}).get("figures", [])]
     figs += [Figure(**f) for f in (results.get("regional_function") or {}).get("figures", [])]
+    if results.get("latent_figure"):
+        figs.append(Figure(**results["latent_figure"]["figure"]))
     domains = results.get("spatial_domains")
     if domains and domains.get("figure_path") and Path(domains["figure_path"]).exists():
         png = base64.b64encode(Path(domains["figure_path"]).read_bytes()).decode()
@@ -135,14 +176,17 @@ def narrative(found: list[Finding], qc_verdict: str, change_requests: list[str],
 
 def compose(state: dict[str, Any], version: int) -> Report:
     results = state["results"]
-    found = findings(results["cardiac_function"]) + regional_findings(results.get("regional_function")) + molecular_findings(results)
+    found = (findings(results["cardiac_function"]) + regional_findings(results.get("regional_function"))
+             + molecular_findings(results) + predicted_findings(results) + neighbour_findings(results))
     qc, verdict = qc_items(results)
     provenance = {r["provenance"]["result_id"]: Provenance.model_validate(r["provenance"])
                   for r in results.values() if isinstance(r, dict) and r.get("provenance")}
     return Report(
         run_id=state["run_id"], study_key=results["load_study"]["study_key"], version=version, status="draft",
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), findings=found, qc=qc, qc_verdict=verdict,
-        narrative=narrative(found, verdict, state.get("change_requests", []), molecular_summary(results), literature(results)),
-        limitations=LIMITATIONS + (MOLECULAR_LIMITATIONS if results.get("score_programmes") else []),
+        narrative=narrative(found, verdict, state.get("change_requests", []),
+                            " ".join(x for x in (molecular_summary(results), cohort_summary(results)) if x), literature(results)),
+        limitations=LIMITATIONS + (MOLECULAR_LIMITATIONS if results.get("score_programmes") else [])
+        + (FUSION_LIMITATIONS if results.get("virtual_transcriptomics") else []),
         figures=figures(results), provenance=provenance,
     )

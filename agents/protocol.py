@@ -75,8 +75,31 @@ class DeterministicPlanner:
             if loaded.kind == "spatial":
                 out["deconvolve_spots"] = ex.call("analysis", "deconvolve_spots", {"omics_id": qc.omics_id})
                 out["spatial_domains"] = ex.call("analysis", "spatial_domains", {"omics_id": qc.omics_id})
+        out.update(self._fusion(ex, state, out))
         for i, query in enumerate(literature_queries(state["results"], out)):
             out[f"knowledge_search:{i + 1}"] = ex.call("analysis", "knowledge_search", {"query": query, "k": 2})
+        return out
+
+    @staticmethod
+    def _fusion(ex: ToolExecutor, state: dict[str, Any], analysis: dict[str, ToolOutput]) -> dict[str, ToolOutput]:
+        """Place the patient in the reference cohort's latent space; predict programmes from imaging."""
+        results = state["results"]
+        args: dict[str, Any] = {"cardiac_function": results["cardiac_function"]}
+        if results.get("regional_function"):
+            args["regional_function"] = results["regional_function"]
+        if (state.get("patient") or {}).get("sex"):
+            args["sex"] = state["patient"]["sex"]
+        loaded = analysis.get("load_omics")
+        if loaded is not None and loaded.kind == "bulk" and loaded.has_raw_counts:
+            args.update(omics_id=loaded.omics_id, omics_sample=0)
+        proj = ex.call("analysis", "fusion_project", args)
+        pid = {"projection_id": proj.projection_id}
+        out: dict[str, ToolOutput] = {"fusion_project": proj,
+                                      "cohort_neighbours": ex.call("analysis", "cohort_neighbours", {**pid, "k": 5}),
+                                      "virtual_transcriptomics": ex.call("analysis", "virtual_transcriptomics", pid)}
+        top = max(out["virtual_transcriptomics"].programmes, key=lambda p: abs(p.score.value))
+        out["prediction_drivers"] = ex.call("analysis", "prediction_drivers", {**pid, "programme": top.programme})
+        out["latent_figure"] = ex.call("analysis", "latent_figure", {**pid, "k": 5})
         return out
 
     def explanation(self, ex: ToolExecutor, state: dict[str, Any]) -> dict[str, ToolOutput]:
