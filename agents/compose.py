@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from jinja2 import Environment, StrictUndefined
 
@@ -138,11 +138,20 @@ def molecular_summary(results: dict[str, Any]) -> str:
     return text
 
 
-def figures(results: dict[str, Any]) -> list[Figure]:
-    figs = [Figure(**f) for f in results.get("report_figures", {}).get("figures", [])]
-    figs += [Figure(**f) for f in (results.get("regional_function") or {}).get("figures", [])]
+FIGURE_REF = "stored:"  # a PNG the checkpoint keeps as an artefact id, not inline
+
+
+def figures(results: dict[str, Any], figure_png: Callable[[str], str] | None = None) -> list[Figure]:
+    def fig(f: dict[str, Any]) -> Figure:
+        png = f["png_base64"]
+        if png.startswith(FIGURE_REF) and figure_png is not None:
+            png = figure_png(png)
+        return Figure(**{**f, "png_base64": png})
+
+    figs = [fig(f) for f in results.get("report_figures", {}).get("figures", [])]
+    figs += [fig(f) for f in (results.get("regional_function") or {}).get("figures", [])]
     if results.get("latent_figure"):
-        figs.append(Figure(**results["latent_figure"]["figure"]))
+        figs.append(fig(results["latent_figure"]["figure"]))
     domains = results.get("spatial_domains")
     if domains and domains.get("figure_path") and Path(domains["figure_path"]).exists():
         png = base64.b64encode(Path(domains["figure_path"]).read_bytes()).decode()
@@ -174,7 +183,7 @@ def narrative(found: list[Finding], qc_verdict: str, change_requests: list[str],
                            molecular=molecular, passages=passages or []).strip()
 
 
-def compose(state: dict[str, Any], version: int) -> Report:
+def compose(state: dict[str, Any], version: int, figure_png: Callable[[str], str] | None = None) -> Report:
     results = state["results"]
     found = (findings(results["cardiac_function"]) + regional_findings(results.get("regional_function"))
              + molecular_findings(results) + predicted_findings(results) + neighbour_findings(results))
@@ -188,5 +197,5 @@ def compose(state: dict[str, Any], version: int) -> Report:
                             " ".join(x for x in (molecular_summary(results), cohort_summary(results)) if x), literature(results)),
         limitations=LIMITATIONS + (MOLECULAR_LIMITATIONS if results.get("score_programmes") else [])
         + (FUSION_LIMITATIONS if results.get("virtual_transcriptomics") else []),
-        figures=figures(results), provenance=provenance,
+        figures=figures(results, figure_png), provenance=provenance,
     )

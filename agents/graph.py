@@ -7,6 +7,7 @@ or in its own node, and every audit event of a node is written once even if the 
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,11 +21,12 @@ from langgraph.types import interrupt
 from cardiomics.audit import AuditTrail
 from cardiomics.config import Settings
 from cardiomics.errors import CardiomicsError
+from cardiomics.hashing import sha256_bytes
 from cardiomics.tools import ArtifactStore, ToolContext
 from cardiomics.tools.report import Signature
 
 from .protocol import DeterministicPlanner, Planner
-from .compose import compose
+from .compose import FIGURE_REF, compose
 from .executor import ToolExecutor
 from .grounding import check, numeric_values
 from .reports import ReportStore
@@ -59,8 +61,26 @@ class Services:
         return ToolExecutor(ToolContext(store=self.store, seed=0), self.audit(run_id), epoch)
 
 
-def _dump(outputs: dict[str, Any]) -> dict[str, Any]:
-    return {k: v.model_dump(mode="json") for k, v in outputs.items()}
+def _slim(obj: Any, store: ArtifactStore) -> Any:
+    """Tool output for the checkpoint: inline PNGs go to the artefact store and only their id stays."""
+    if isinstance(obj, dict):
+        return {k: (_stash_png(v, store) if k == "png_base64" and isinstance(v, str) else _slim(v, store)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_slim(v, store) for v in obj]
+    return obj
+
+
+def _stash_png(b64: str, store: ArtifactStore) -> str:
+    if b64.startswith(FIGURE_REF):
+        return b64
+    data = base64.b64decode(b64)
+    key = sha256_bytes(data)[:24]
+    store.put_bytes("fig", data, ".png", key)
+    return f"{FIGURE_REF}fig-{key}"
+
+
+def _dump(outputs: dict[str, Any], store: ArtifactStore) -> dict[str, Any]:
+    return {k: _slim(v.model_dump(mode="json"), store) for k, v in outputs.items()}
 
 
 def build_graph(services: Services, checkpointer, planner: Planner | None = None):
@@ -74,7 +94,7 @@ def build_graph(services: Services, checkpointer, planner: Planner | None = None
         except CardiomicsError as exc:
             ex.audit.append("run_failed", role, code=exc.code, error=exc.kind, once_key=f"failed:{role}")
             return {"status": "failed", "error": exc.to_dict()}
-        return {"results": _dump(outputs), "status": next_status}
+        return {"results": _dump(outputs, services.store), "status": next_status}
 
     def processing(state: RunState) -> dict:
         return run_role("processing", planner.processing, state, "awaiting-qc")
@@ -95,7 +115,8 @@ def build_graph(services: Services, checkpointer, planner: Planner | None = None
             return update
         merged = {**state, "results": {**state["results"], **update["results"]}}
         version = state.get("report_version", 0) + 1
-        report = compose(merged, version)
+        report = compose(merged, version, figure_png=lambda ref: base64.b64encode(
+            services.store.get_bytes(ref.removeprefix(FIGURE_REF), ".png")).decode())
         values = [v for k, r in merged["results"].items() if k != "report_figures" for v in numeric_values(r)]
         retrieved = [h["id"] for r in merged["results"].values() if isinstance(r, dict) for h in r.get("passages", [])]
         ex = services.executor(state["run_id"])

@@ -59,7 +59,9 @@ def test_phantom_run_to_signed_report(runs, settings, phantom_study, monkeypatch
     events = [(r["event"], r.get("tool") or r.get("checkpoint")) for r in runs.services.audit(st.run_id).records()]
     assert events == [
         ("run_start", None), ("tool_call", "load_study"), ("tool_call", "segment"), ("tool_call", "cardiac_function"),
-        ("tool_call", "regional_function"), ("approval", "qc"), ("tool_call", "report_figures"), ("grounding_check", None), ("report_version", None), ("approval", "signoff"),
+        ("tool_call", "regional_function"), ("approval", "qc"), ("tool_call", "fusion_project"), ("tool_call", "cohort_neighbours"),
+        ("tool_call", "virtual_transcriptomics"), ("tool_call", "prediction_drivers"), ("tool_call", "latent_figure"),
+        ("tool_call", "report_figures"), ("grounding_check", None), ("report_version", None), ("approval", "signoff"),
         ("report_signed", None), ("run_finished", None),
     ]
     signed_line = [r for r in runs.services.audit(st.run_id).records() if r["event"] == "report_signed"][0]

@@ -57,6 +57,13 @@ class ArtifactStore:
             self._atomic_write(path, data)
         return path
 
+    def get_bytes(self, artefact_id: str, suffix: str) -> bytes:
+        path = self._path(artefact_id, suffix)
+        if not path.exists():
+            raise NotFoundError("unknown-artefact", f"no stored file {artefact_id}{suffix}",
+                                hint="ids come from an earlier tool call in the same data directory (CARDIOMICS_HOME)")
+        return path.read_bytes()
+
     def exists(self, artefact_id: str) -> bool:
         return self._path(artefact_id, ".npz").exists()
 

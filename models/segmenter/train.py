@@ -132,14 +132,18 @@ def build_phantom_bank(
     return torch.cat(xs), torch.cat(ys)
 
 
-def dice_ce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def dice_ce_loss(
+    logits: torch.Tensor, target: torch.Tensor, rv_weight: float = 1.0
+) -> torch.Tensor:
+    """CE + mean soft Dice loss of the foreground classes; ``rv_weight`` scales the RV Dice term."""
     ce = F.cross_entropy(logits, target)
     p = torch.softmax(logits, 1)[:, 1:]
     oh = F.one_hot(target, logits.shape[1]).permute(0, 3, 1, 2).float()[:, 1:]
     inter = (p * oh).sum((0, 2, 3))
     denom = p.sum((0, 2, 3)) + oh.sum((0, 2, 3))
     dsc = (2 * inter + 1.0) / (denom + 1.0)
-    return ce + (1 - dsc).mean()
+    cw = torch.tensor([rv_weight, 1.0, 1.0], dtype=dsc.dtype)
+    return ce + ((1 - dsc) * cw).sum() / 3
 
 
 def _records(res: dict[str, Any]) -> list[MetricRecord]:
@@ -499,6 +503,8 @@ def train(
     threads: int = 1,
     evaluate_after: bool = True,
     write: bool = True,
+    init_weights: str | Path | None = None,
+    rv_weight: float = 1.0,
 ) -> dict[str, Any]:
     """Train the segmenter, write weights.pt (+ card.json when ``evaluate_after``) into ``out_dir``.
 
@@ -507,6 +513,9 @@ def train(
     (data preparation included) at the throughput measured during the constant-LR phase.
     Returns a dict with the split, iterations, wall time, and (when evaluated) the validation results.
     ``train_patients`` restricts the training set (prototyping); the validation split is unchanged.
+    ``init_weights``: continue from a stored weights.pt (stage 2 of a two-stage recipe); the card's training
+    record then holds both calls (stage 1 read from the card next to ``init_weights``, when present).
+    ``rv_weight`` scales the RV term of the soft Dice loss.
     """
     t_start = time.perf_counter()
     torch.set_num_threads(threads)
@@ -545,6 +554,24 @@ def train(
     )
 
     net = UNet2D(base=base)
+    init_record = None
+    if init_weights is not None:
+        init_weights = Path(init_weights)
+        blob = torch.load(init_weights, map_location="cpu", weights_only=True)
+        net = UNet2D(**blob["config"])
+        net.load_state_dict(
+            {k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()}
+        )
+        init_card = init_weights.parent / "card.json"
+        init_record = {
+            "sha256": sha256_file(init_weights),
+            "training": (
+                ModelCard.model_validate_json(init_card.read_text()).training
+                if init_card.exists()
+                else None
+            ),
+        }
+        log.info("train.init_weights", path=str(init_weights), sha256=init_record["sha256"])
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     warm = 100
     budget_s = (
@@ -591,7 +618,7 @@ def train(
             g["lr"] = lr_at(it)
         idx = torch.multinomial(w, batch_size, replacement=True, generator=gen)
         xb, yb = pp.augment_batch(x_all[idx].float()[:, None], y_all[idx].long(), gen)
-        loss = dice_ce_loss(net(xb), yb)
+        loss = dice_ce_loss(net(xb), yb, rv_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -666,16 +693,42 @@ def train(
         train=train_ids,
         validation=val_ids,
     )
-    training = Training(
-        command=f"cardiomics.models.segmenter.train.train(data_dir, out_dir, seed={seed}, iterations={iters}, "
+    command = (
+        f"cardiomics.models.segmenter.train.train(data_dir, out_dir, seed={seed}, iterations={iters}, "
         f"batch_size={batch_size}, lr={lr}, base={base}, n_val_per_group={n_val_per_group}, "
-        f"n_phantoms={n_phantoms}, phantom_weight={phantom_weight})",
-        epochs=round(iters * batch_size / n_acdc, 2),
-        iterations=iters,
+        f"n_phantoms={n_phantoms}, phantom_weight={phantom_weight}"
+        + (f", rv_weight={rv_weight}" if rv_weight != 1.0 else "")
+        + (", init_weights=<stage-1 weights.pt>" if init_record else "")
+        + ")"
+    )
+    optimiser = (
+        f"AdamW lr {lr} wd 1e-4, linear warm-up {warm} it, constant, cosine decay over the last "
+        f"{int(DECAY_FRAC * 100)} % of iterations"
+    )
+    loss_desc = "cross-entropy + soft Dice (RV, myo, LV)" + (
+        f", RV Dice term x{rv_weight}" if rv_weight != 1.0 else ""
+    )
+    epochs_done, iters_total, wall_total = round(iters * batch_size / n_acdc, 2), iters, train_seconds
+    if init_record:
+        prev = init_record["training"]
+        stage1 = prev.command if prev else "unrecorded"
+        command = (
+            f"two stages: (1) {stage1} -> weights.pt sha256 {init_record['sha256']}; "
+            f"(2) continued from those weights: {command}"
+        )
+        if prev:
+            optimiser = f"stage 1: {prev.optimiser}; stage 2 (fresh AdamW state): {optimiser}"
+            loss_desc = f"stage 1: {prev.loss}; stage 2: {loss_desc}"
+            epochs_done = round(prev.epochs + epochs_done, 2)
+            iters_total += prev.iterations
+            wall_total += prev.wall_time_s
+    training = Training(
+        command=command,
+        epochs=epochs_done,
+        iterations=iters_total,
         batch_size=batch_size,
-        optimiser=f"AdamW lr {lr} wd 1e-4, linear warm-up {warm} it, constant, cosine decay over the last "
-        f"{int(DECAY_FRAC * 100)} % of iterations",
-        loss="cross-entropy + soft Dice (RV, myo, LV)",
+        optimiser=optimiser,
+        loss=loss_desc,
         augmentation=[
             "rotation +-45 deg (p 0.75) or +-180 deg (p 0.25)",
             "scale x0.75-1.33",
@@ -687,7 +740,7 @@ def train(
             "3x3 blur p 0.2",
             "Gaussian noise SD 0-0.06",
         ],
-        wall_time_s=round(train_seconds, 1),
+        wall_time_s=round(wall_total, 1),
         hardware=f"{platform.machine()} CPU, {threads} threads (shared)",
         torch_version=torch.__version__,
     )
