@@ -51,7 +51,9 @@ class Services:
 
     def inputs_file(self, run_id: str) -> Path:
         """Where a run's input paths live (0600), outside the checkpoint: a folder name may be a patient's name."""
-        return self.settings.runs_dir / f"{run_id}.inputs.json"
+        folder = self.settings.runs_dir / "inputs"
+        folder.mkdir(mode=0o700, exist_ok=True)
+        return folder / f"{run_id}.json"
 
     def with_inputs(self, state: dict) -> dict:
         path = self.inputs_file(state["run_id"])

@@ -16,7 +16,7 @@ def merge(left: dict, right: dict) -> dict:
 
 class RunState(TypedDict, total=False):
     run_id: str
-    inputs_sha256: str  # the input paths themselves stay in runs/<run_id>.inputs.json, never in the checkpoint
+    inputs_sha256: str  # the input paths themselves stay in runs/inputs/<run_id>.json, never in the checkpoint
     patient: dict[str, Any]
     results: Annotated[dict[str, Any], merge]  # tool name -> output (JSON, with provenance)
     status: Status

@@ -68,7 +68,8 @@ def load_weights(path: str | Path) -> UNet2D:
     )
     net.eval()
     _fold_batchnorm(net)
-    return net
+    # channels-last (NHWC) weights: oneDNN's CPU convolutions run ~1.5x faster than in NCHW
+    return net.to(memory_format=torch.channels_last)
 
 
 @torch.no_grad()
@@ -115,7 +116,8 @@ class Segmenter:
             x = F.pad(x, (0, pw, 0, ph))
         out = []
         for i in range(0, x.shape[0], _CHUNK):
-            out.append(torch.softmax(self.net(x[i : i + _CHUNK]), 1))
+            chunk = x[i : i + _CHUNK].contiguous(memory_format=torch.channels_last)
+            out.append(torch.softmax(self.net(chunk), 1).contiguous())
         return torch.cat(out)[..., :h, :w]
 
     def _centre_work(

@@ -15,7 +15,6 @@ import math
 
 import numpy as np
 from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
 from ._scan import scan
 from ._spatial import knn_weights, moran_null, moran_p, morans_i
@@ -27,6 +26,8 @@ def _tolerance(alpha: float, n_draws: int, spread: float = 0.0) -> float:
 
 
 def permuted_labels(Y, X, Z, *, rounds: int, alpha: float, q: float, rng: np.random.Generator) -> dict:
+    from statsmodels.stats.multitest import multipletests  # lazy: statsmodels costs ~1.3 s of import
+
     fractions, fdr_hits, n_tests = [], [], 0
     for _ in range(rounds):
         res = scan(Y, X[rng.permutation(X.shape[0])], Z)

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import numpy as np
-import statsmodels.api as sm
 from scipy import stats
 
 _EPS = 1e-8
@@ -60,6 +59,8 @@ def logit(p: np.ndarray) -> np.ndarray:
 
 def calibration(y: np.ndarray, p: np.ndarray) -> dict:
     """Slope and calibration-in-the-large with 95 % Wald CIs (statsmodels)."""
+    import statsmodels.api as sm  # lazy: statsmodels adds ~1.3 s to every process that imports the registry
+
     lp = logit(p)
     slope_fit = sm.Logit(y, sm.add_constant(lp)).fit(disp=0)
     citl = sm.GLM(y, np.ones_like(lp), family=sm.families.Binomial(), offset=lp).fit()

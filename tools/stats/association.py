@@ -5,11 +5,8 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-import statsmodels.api as sm
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from scipy import stats
-from statsmodels.stats.multitest import multipletests
 
 from cardiomics.errors import InputError
 
@@ -24,7 +21,7 @@ from ._transform import SHAPIRO_P, SKEW_LIMIT, normality_rule, rank_inverse_norm
 
 log = structlog.get_logger(__name__)
 
-CHI2_1_MEDIAN = float(stats.chi2.ppf(0.5, 1))  # 0.4549
+CHI2_1_MEDIAN = 0.454936423119572  # scipy.stats.chi2.ppf(0.5, 1); a literal so importing the tool needs no scipy.stats
 PERMUTATION_SCHEME = (
     "Freedman-Lane: residuals of the covariate-only model are permuted (within exchangeability blocks "
     "when given) and added back to its fitted values; the t statistic of the programme is recomputed. "
@@ -167,6 +164,9 @@ def _transform(table, names, role, mode) -> tuple[np.ndarray, list[TransformReco
 def _fit_one(y, x, z, alpha) -> tuple:
     """statsmodels OLS of standardised y on [x, Z]; returns (result, AssumptionChecks)."""
     exog = np.column_stack([zscore(x), z])
+    import statsmodels.api as sm  # lazy: 1-2 s of import paid only when a scan runs
+    from scipy import stats
+
     res = sm.OLS(zscore(y), exog).fit()
     resid = res.resid
     n = resid.size
@@ -257,6 +257,9 @@ def association_scan(inp: AssociationScanInput, ctx: ToolContext) -> Association
     p_asym = np.array([fits[jk][0].pvalues[0] for jk in tested])
     p_perm = np.array([res.p_perm[jk] for jk in tested])
     p_fdr = p_perm if inp.p_value_for_fdr == "permutation" else p_asym
+    from scipy import stats
+    from statsmodels.stats.multitest import multipletests
+
     reject, qvals, _, _ = multipletests(p_fdr, alpha=inp.fdr_q, method="fdr_bh")
     lam = float(np.median(stats.chi2.isf(p_asym, 1)) / CHI2_1_MEDIAN)
 

@@ -8,7 +8,6 @@ from cardiomics.hashing import sha256_bytes
 
 from .._registry import ToolContext, tool
 from ..contract import ResultId, ToolOutput
-from ._plots import forest, volcano
 
 
 class AssociationPlotsInput(BaseModel):
@@ -53,6 +52,8 @@ def association_plots(inp: AssociationPlotsInput, ctx: ToolContext) -> Associati
     labels = list(meta["labels"])
     sig = a["significant"].astype(bool)
     figs = {}
+    from ._plots import forest, volcano  # lazy: matplotlib costs ~1 s of import for every process otherwise
+
     for kind, data in (("volcano", volcano(a["beta"], a["p_fdr"], sig, labels, meta["fdr_q"])),
                        ("forest", forest(a["beta"], a["lower"], a["upper"], a["p_fdr"], labels, inp.top_n))):
         key = sha256_bytes(data)[:24]

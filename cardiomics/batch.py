@@ -1,0 +1,439 @@
+"""Cohort batch analysis: every study of a folder through the standard protocol, on Dask.
+
+A cohort is hundreds of studies that nobody reviews one by one before the numbers are needed, so
+batch mode runs the deterministic planner's processing, analysis and explanation steps without the
+two approval pauses. It says so everywhere: each study's audit trail records that QC approval and
+sign-off were *not given*, and each report stays a draft. The same tools, executor (allow-list,
+audit of every call) and report composition as the interactive graph are used.
+
+Distribution is Dask's (``dask.distributed``): a LocalCluster of single-threaded worker processes
+by default, or an existing scheduler (``tcp://host:8786``; its workers must see the same file
+system). A study is one task; a study that fails is recorded and the batch goes on. Outputs are
+written atomically with a manifest of hashes last, so a batch killed midway is resumed by running
+it again: studies whose outputs verify are skipped.
+
+Layout of ``OUT``::
+
+    phenotypes.parquet            one row per analysed study (all studies done so far)
+    batch_summary.json            counts, throughput, failures of the last invocation
+    studies/<name>/phenotypes.json, report_draft.json, report_draft.html, audit/<run_id>.jsonl, manifest.json
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+from pydantic import BaseModel, Field
+
+from cardiomics.errors import InputError
+
+log = structlog.get_logger(__name__)
+
+MANIFEST = "manifest.json"
+PHENOTYPES = "phenotypes.json"
+REPORT_JSON = "report_draft.json"
+REPORT_HTML = "report_draft.html"
+TABLE = "phenotypes.parquet"
+SUMMARY = "batch_summary.json"
+APPROVALS_NOTE = "not given: batch mode runs without the QC approval and sign-off checkpoints; reports stay drafts"
+_NIFTI = (".nii", ".nii.gz")
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    path: Path
+
+
+class StudyOutcome(BaseModel):
+    study: str
+    status: Literal["done", "failed", "skipped"]
+    run_id: str | None = None
+    seconds: float = 0.0
+    worker: str = ""
+    error: dict[str, Any] | None = Field(None, description="Typed error (error, code, message, hint) of a failed study.")
+
+
+class BatchSummary(BaseModel):
+    studies_dir: str
+    out_dir: str
+    engine: str
+    workers: int | None
+    started_at: str
+    wall_s: float
+    n_studies: int
+    done: int
+    skipped: int
+    failed: int
+    studies_per_min: float | None = Field(description="Analysed (not skipped) studies per minute of wall time.")
+    approvals: str = APPROVALS_NOTE
+    table: str | None
+    failures: list[StudyOutcome]
+
+
+# ---------------------------------------------------------------------------------------------
+# discovery and verification
+
+
+def _is_nifti(p: Path) -> bool:
+    return p.is_file() and p.name.lower().endswith(_NIFTI)
+
+
+def discover(studies_dir: str | Path) -> list[Study]:
+    """Each visible subfolder is a study (a DICOM series, or NIfTI frames); so is a NIfTI file at the top."""
+    root = Path(studies_dir)
+    if not root.is_dir():
+        raise InputError("not-found", f"{root} is not a folder", hint="pass a folder whose subfolders are studies")
+    studies = []
+    for p in sorted(root.iterdir()):
+        if p.name.startswith((".", "_")):
+            continue
+        if p.is_dir():
+            niftis = sorted(q for q in p.iterdir() if _is_nifti(q))
+            # a folder holding one NIfTI volume (and nothing else of note) is that volume
+            studies.append(Study(p.name, niftis[0] if len(niftis) == 1 and not any(q.is_dir() for q in p.iterdir()) else p))
+        elif _is_nifti(p):
+            studies.append(Study(p.name.split(".nii")[0], p))
+    if not studies:
+        raise InputError("no-studies", f"no study folders or NIfTI files in {root}",
+                         hint="each subfolder should hold one DICOM cine series (or NIfTI)")
+    return studies
+
+
+def _sha256(path: Path) -> str:
+    from cardiomics.hashing import sha256_file
+
+    return sha256_file(path)
+
+
+def verify_study(study_out: Path) -> bool:
+    """True when the manifest exists, every file it lists has its recorded hash and the audit chain verifies."""
+    from cardiomics.audit import verify_file
+
+    try:
+        manifest = json.loads((study_out / MANIFEST).read_text())
+        for rel, digest in manifest["files"].items():
+            if _sha256(study_out / rel) != digest:
+                return False
+        return verify_file(study_out / manifest["audit"]).ok
+    except Exception:  # noqa: BLE001 - missing, unreadable or malformed outputs do not verify
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# one study (runs inside a worker process)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _flatten(prefix: str, est: Any, row: dict[str, Any]) -> None:
+    """An Estimate (dict) as value, interval and flag columns."""
+    if not isinstance(est, dict) or "value" not in est:
+        return
+    row[prefix] = est["value"]
+    iv = est.get("interval") or {}
+    row[f"{prefix}_lower"] = iv.get("lower")
+    row[f"{prefix}_upper"] = iv.get("upper")
+    row[f"{prefix}_flag"] = est.get("flag")
+
+
+def phenotype_row(study: str, run_id: str, results: dict[str, Any]) -> dict[str, Any]:
+    """The flat row of one study: global function, AHA segment thickness and QC verdicts."""
+    load, func = results["load_study"], results["cardiac_function"]
+    row: dict[str, Any] = {"study": study, "run_id": run_id, "study_key": load["study_key"], "n_frames": load["n_frames"],
+                           "n_slices": load["n_slices"], "ed_frame": func["ed_frame"], "es_frame": func["es_frame"]}
+    for key, value in func.items():
+        _flatten(key, value, row)
+    reg = results.get("regional_function")
+    if reg:
+        for seg in reg["segments"]:
+            for field in ("ed_wall_thickness_mm", "es_wall_thickness_mm", "systolic_thickening_pct"):
+                est = seg.get(field)
+                row[f"aha{seg['segment']:02d}_{field}"] = est["value"] if est else None
+    for stage in ("load_study", "segment", "cardiac_function", "regional_function"):
+        if stage in results:
+            row[f"qc_{stage}"] = results[stage]["qc_verdict"]
+    model = (results["segment"]["provenance"].get("models") or [{}])[0]
+    row["segmenter"] = f"{model.get('id', '')}@{model.get('version', '')}"
+    row["report_status"] = "draft"
+    row["approvals"] = "not-given"
+    return row
+
+
+_WORKER_READY = False
+_LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "exception": 40, "critical": 50}
+
+
+def _drop_below_warning(_logger, method: str, event_dict: dict) -> dict:
+    if _LEVELS.get(method, 20) < 30:
+        raise structlog.DropEvent
+    return event_dict
+
+
+def _quiet_structlog() -> None:
+    """Warnings and errors to stderr. Filtering is a processor, not a filtering wrapper class: the audit
+    trail builds its own logger from the global wrapper class, and a level filter there would drop its lines."""
+    import sys
+
+    structlog.configure(
+        processors=[_drop_below_warning, structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="%H:%M:%S"),
+                    structlog.dev.ConsoleRenderer(colors=False)],
+        wrapper_class=structlog.BoundLogger, logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False)
+
+
+def _prepare_worker(n: int | None) -> None:
+    """Once per worker process: warnings-only logs on stderr, and torch intra-op threads so that
+    workers x threads does not exceed the cores (oversubscription slows every worker down)."""
+    global _WORKER_READY
+    if _WORKER_READY:
+        return
+    if not structlog.is_configured():
+        _quiet_structlog()
+    if n:
+        import torch
+
+        torch.set_num_threads(int(n))
+    _WORKER_READY = True
+
+
+def analyse_study(name: str, path: str, out_dir: str, salt: bytes, *, torch_threads: int | None = None,
+                  keep_artifacts: bool = False) -> dict[str, Any]:
+    """Analyse one study and write its outputs; returns a StudyOutcome as a dict. Never raises for a bad study."""
+    from cardiomics.audit import AuditTrail
+    from cardiomics.errors import CardiomicsError
+    from cardiomics.tools import ArtifactStore, ToolContext
+
+    _prepare_worker(torch_threads)
+    started = time.perf_counter()
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    study_out = Path(out_dir) / "studies" / name
+    (study_out / "audit").mkdir(parents=True, exist_ok=True)
+    (study_out / MANIFEST).unlink(missing_ok=True)  # outputs are rewritten: not verified until the new manifest
+    run_id = f"batch-{datetime.now(UTC):%Y%m%d-%H%M%S}-{os.urandom(3).hex()}"
+    audit = AuditTrail(study_out / "audit", run_id)
+    work = Path(tempfile.mkdtemp(prefix=f"cardiomics-batch-{name[:40]}-")) if not keep_artifacts else study_out / "artifacts"
+    try:
+        store = ArtifactStore(work)
+        salt_path = store.root / ".salt"
+        if not salt_path.exists():  # one salt for the cohort: study keys are stable across workers and reruns
+            salt_path.write_bytes(salt)
+            os.chmod(salt_path, 0o600)
+        from cardiomics import __version__
+
+        audit.append("run_start", "system", mode="batch", cardiomics_version=__version__, llm="none (deterministic planner)",
+                     approvals=APPROVALS_NOTE, once_key="start")
+        results = _protocol(run_id, path, ToolContext(store=store, seed=0), audit, study_out)
+        row = phenotype_row(name, run_id, results)
+        _write_atomic(study_out / PHENOTYPES, json.dumps(row, indent=1, sort_keys=True))
+        audit.append("run_finished", "system", status="draft", approvals="not-given", once_key="finished")
+        files = {rel: _sha256(study_out / rel) for rel in (PHENOTYPES, REPORT_JSON, REPORT_HTML)}
+        manifest = {"study": name, "run_id": run_id, "audit": f"audit/{run_id}.jsonl", "files": files,
+                    "finished_at": datetime.now(UTC).isoformat(timespec="seconds"), "approvals": APPROVALS_NOTE}
+        _write_atomic(study_out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))  # last: marks the study done
+        return StudyOutcome(study=name, status="done", run_id=run_id, seconds=round(time.perf_counter() - started, 3),
+                            worker=worker).model_dump()
+    except CardiomicsError as exc:
+        error = exc.to_dict()
+    except Exception as exc:
+        log.exception("batch study failed", study=name)
+        error = {"error": type(exc).__name__, "code": "unexpected", "message": str(exc)[:500], "hint": "see the worker log"}
+    finally:
+        if not keep_artifacts:
+            shutil.rmtree(work, ignore_errors=True)
+    audit.append("run_failed", "system", code=error["code"], error=error["error"], once_key="failed")
+    return StudyOutcome(study=name, status="failed", run_id=run_id, seconds=round(time.perf_counter() - started, 3),
+                        worker=worker, error=error).model_dump()
+
+
+def _protocol(run_id: str, path: str, ctx, audit, study_out: Path) -> dict[str, Any]:
+    """The deterministic planner's steps with the approval checkpoints recorded as not given."""
+    from cardiomics.agents.compose import compose
+    from cardiomics.agents.executor import ToolExecutor
+    from cardiomics.agents.grounding import check, numeric_values
+    from cardiomics.agents.protocol import DeterministicPlanner
+    from cardiomics.tools.report import render_html
+
+    planner = DeterministicPlanner()
+    state: dict[str, Any] = {"run_id": run_id, "study_path": str(Path(path).resolve()), "omics_path": None, "patient": {},
+                             "results": {}, "status": "processing"}
+
+    def step(role: str, fn) -> None:
+        outputs = fn(ToolExecutor(ctx, audit, role), state)
+        state["results"].update({k: v.model_dump(mode="json") for k, v in outputs.items()})
+
+    step("processing", planner.processing)
+    if "regional_function" not in state["results"]:
+        seg_id = state["results"]["segment"]["segmentation_id"]
+        reg = ToolExecutor(ctx, audit, "processing").call("processing", "regional_function", {"segmentation_id": seg_id})
+        state["results"]["regional_function"] = reg.model_dump(mode="json")
+    audit.append("approval_not_given", "system", checkpoint="qc", reason="batch mode", once_key="no-approval:qc")
+    step("analysis", planner.analysis)
+    step("explanation", planner.explanation)
+
+    report = compose(state, 1)
+    values = [v for k, r in state["results"].items() if k != "report_figures" for v in numeric_values(r)]
+    retrieved = [h["id"] for r in state["results"].values() if isinstance(r, dict) for h in r.get("passages", [])]
+    ex = ToolExecutor(ctx, audit, "explanation:v1")
+    problems: list[str] = []
+    draft = report.narrative
+    for attempt in (1, 2):
+        draft = planner.narrative(ex, state, draft, problems)
+        problems = check(draft, values, retrieved)
+        audit.append("grounding_check", "explanation", version=1, attempt=attempt, problems=problems, once_key=f"grounding:v1:{attempt}")
+        if not problems:
+            break
+    report.narrative, report.grounding_flags = draft, problems
+    report.limitations = [*report.limitations, "Batch mode: this draft was neither QC-approved nor signed off by a reviewer."]
+    _write_atomic(study_out / REPORT_JSON, report.model_dump_json(indent=1))
+    _write_atomic(study_out / REPORT_HTML, render_html(report))
+    audit.append("report_version", "explanation", version=1, status=report.status, report_sha256=report.content_sha256(),
+                 grounding_flags=len(report.grounding_flags), once_key="report:v1")
+    audit.append("approval_not_given", "system", checkpoint="signoff", reason="batch mode", once_key="no-approval:signoff")
+    return state["results"]
+
+
+# ---------------------------------------------------------------------------------------------
+# the cohort
+
+
+def write_table(out_dir: str | Path) -> Path | None:
+    """Collect every verified study's phenotype row into one Parquet table (written atomically)."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out = Path(out_dir)
+    rows = [json.loads((d / PHENOTYPES).read_text()) for d in sorted((out / "studies").glob("*"))
+            if (d / MANIFEST).exists() and verify_study(d)]
+    if not rows:
+        return None
+    frame = pd.DataFrame(rows)
+    first = [c for c in ("study", "run_id", "study_key") if c in frame.columns]
+    frame = frame[first + [c for c in frame.columns if c not in first]]
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    path = out / TABLE
+    tmp = out / f".{TABLE}.{os.getpid()}.tmp"
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _deployment_salt() -> bytes:
+    from cardiomics.config import Settings
+    from cardiomics.tools import ArtifactStore
+
+    return ArtifactStore(Settings.from_env().ensure().artifacts_dir).salt
+
+
+def _warm_shared_stores() -> None:
+    """Build the on-disk knowledge index once, here, before the workers start: several worker
+    processes building the same chromadb folder at once would race. Workers then only read it
+    (or all use the chromadb server named by CARDIOMICS_CHROMA_URL, where supported)."""
+    from cardiomics.tools import registry
+
+    if "knowledge_search" in registry():
+        from cardiomics.tools.knowledge._index import open_index
+
+        open_index()
+
+
+def _client(workers: int, address: str | None):
+    """A Dask client: to ``address`` (tcp://…) or to a new LocalCluster of single-threaded processes."""
+    import logging
+
+    from dask.distributed import Client, LocalCluster
+
+    if address:
+        if address.startswith("ray://"):
+            raise InputError("ray-not-installed", "Ray addresses are not supported by this installation",
+                             hint="run a Dask scheduler (`dask scheduler`, `dask worker tcp://…`) and pass its tcp:// address")
+        return Client(address, timeout=30), None
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                           silence_logs=logging.ERROR)
+    return Client(cluster), cluster
+
+
+Event = Callable[[StudyOutcome, int, int], None]
+
+
+def run_batch(studies_dir: str | Path, out_dir: str | Path, *, workers: int = 1, address: str | None = None,
+              on_result: Event | None = None, keep_artifacts: bool = False) -> BatchSummary:
+    """Analyse every study not already done; collect failures; write the Parquet table and the summary."""
+    from dask.distributed import as_completed
+
+    if workers < 1:
+        raise InputError("bad-workers", f"--workers must be at least 1, got {workers}")
+    studies = discover(studies_dir)
+    out = Path(out_dir).resolve()
+    (out / "studies").mkdir(parents=True, exist_ok=True)
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    t0 = time.perf_counter()
+    outcomes: list[StudyOutcome] = []
+    todo: list[Study] = []
+    for s in studies:
+        if verify_study(out / "studies" / s.name):
+            outcomes.append(StudyOutcome(study=s.name, status="skipped"))
+        else:
+            todo.append(s)
+    total = len(studies)
+    for o in outcomes:
+        if on_result:
+            on_result(o, len(outcomes), total)
+    engine = f"dask:{address}" if address else f"dask:LocalCluster({workers}x1 thread)"
+    if todo:
+        salt = _deployment_salt()
+        _warm_shared_stores()
+        client, cluster = _client(workers, address)
+        try:
+            n_workers = len(client.scheduler_info().get("workers", {})) or workers
+            threads = max(1, (os.cpu_count() or 1) // max(1, n_workers)) if not address else None
+            futures = {client.submit(analyse_study, s.name, str(s.path), str(out), salt, torch_threads=threads,
+                                     keep_artifacts=keep_artifacts, key=f"study-{s.name}-{os.urandom(4).hex()}", pure=False): s
+                       for s in todo}
+            for fut in as_completed(futures):
+                s = futures[fut]
+                try:
+                    outcome = StudyOutcome.model_validate(fut.result())
+                except Exception as exc:  # noqa: BLE001 - a worker that died (KilledWorker) fails this study only
+                    outcome = StudyOutcome(study=s.name, status="failed", error={
+                        "error": type(exc).__name__, "code": "worker-lost", "message": str(exc)[:500],
+                        "hint": "the worker process died (memory?); rerun the batch to retry this study"})
+                fut.release()
+                outcomes.append(outcome)
+                if on_result:
+                    on_result(outcome, len(outcomes), total)
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    wall = time.perf_counter() - t0
+    analysed = [o for o in outcomes if o.status != "skipped"]
+    table = write_table(out)
+    summary = BatchSummary(
+        studies_dir=str(Path(studies_dir).resolve()), out_dir=str(out), engine=engine, workers=workers if not address else None,
+        started_at=started_at, wall_s=round(wall, 2), n_studies=total,
+        done=sum(o.status == "done" for o in outcomes), skipped=sum(o.status == "skipped" for o in outcomes),
+        failed=sum(o.status == "failed" for o in outcomes),
+        studies_per_min=round(len(analysed) / wall * 60, 2) if analysed and wall > 0 else None,
+        table=str(table) if table else None, failures=[o for o in outcomes if o.status == "failed"],
+    )
+    _write_atomic(out / SUMMARY, summary.model_dump_json(indent=1))
+    log.info("batch finished", done=summary.done, skipped=summary.skipped, failed=summary.failed, wall_s=summary.wall_s)
+    return summary

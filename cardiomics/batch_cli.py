@@ -1,0 +1,58 @@
+"""`cardiomics batch`: analyse a folder of studies on Dask, resumable, failures collected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def register(app: typer.Typer, *, friendly, out, err) -> None:
+    @app.command()
+    @friendly
+    def batch(studies_dir: Path = typer.Argument(..., help="Folder whose subfolders are studies (a DICOM series or NIfTI each)."),
+              out_dir: Path = typer.Option(..., "--out", help="Output folder: phenotypes.parquet, per-study report drafts and audit trails."),
+              workers: int = typer.Option(1, "--workers", help="Local worker processes (1 thread each)."),
+              address: str | None = typer.Option(None, "--address", help="An existing Dask scheduler (tcp://host:8786) instead of a local cluster."),
+              keep_artifacts: bool = typer.Option(False, help="Keep each study's image stacks and label maps under OUT/studies/NAME/artifacts.")) -> None:
+        """Analyse every study without approval pauses (reports stay drafts); studies already done are skipped."""
+        from rich.markup import escape
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.table import Table
+
+        from cardiomics.batch import run_batch
+
+        counts = {"done": 0, "skipped": 0, "failed": 0}
+        with Progress(TextColumn("[bold]batch[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                      TextColumn("{task.description}"), console=err, transient=False) as progress:
+            task = progress.add_task("starting workers…", total=None)
+
+            def on_result(outcome, n, total):
+                counts[outcome.status] += 1
+                progress.update(task, total=total, completed=n,
+                                description=escape(f"done {counts['done']} · skipped {counts['skipped']} · failed {counts['failed']} · last {outcome.study}"))
+
+            summary = run_batch(studies_dir, out_dir, workers=workers, address=address, on_result=on_result, keep_artifacts=keep_artifacts)
+        rate = f"{summary.studies_per_min:.1f} studies/min" if summary.studies_per_min else "—"
+        out.print(f"{summary.n_studies} studies: [green]{summary.done} done[/], {summary.skipped} skipped (already done), "
+                  f"[red]{summary.failed} failed[/] in {summary.wall_s:.1f} s ({rate}, {summary.engine})", highlight=False)
+        out.print(f"approvals {summary.approvals}", highlight=False)
+        if summary.table:
+            out.print(f"phenotypes: {summary.table}", highlight=False)
+        if summary.failures:
+            table = Table(title="Failed studies (rerun the batch to retry them)")
+            for col in ("study", "error", "message"):
+                table.add_column(col)
+            for f in summary.failures:
+                table.add_row(escape(f.study), escape(f"{f.error['error']}[{f.error['code']}]"), escape(f.error["message"]))
+            out.print(table)
+        out.print(f"summary: {Path(summary.out_dir) / 'batch_summary.json'}", highlight=False)
+        if summary.failed:
+            raise typer.Exit(1)
