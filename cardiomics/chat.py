@@ -304,14 +304,20 @@ class ChatSession:
                      "assistant" if res.ok else "error")
 
     def cohort(self, _t: str = "") -> Reply:
-        from cardiomics.tools import registry
-
-        names = [n for n in registry() if "cohort" in n or "fusion" in n]
-        if not names:
-            return Reply("I cannot compare with a cohort: this installation has no cohort or fusion tool and no cohort is "
-                         "configured, so there is nothing to compare against. The run's values are compared only with "
-                         "published reference ranges (see the report).", "notice")
-        return Reply(f"Cohort tools exist ({', '.join(names)}) but chat does not drive them yet; use them through MCP.", "notice")
+        """The run's nearest patients in the synthetic reference cohort, as the analysis step found them."""
+        state = self._state() if self.run_id else {}
+        nb = (state.get("results") or {}).get("cohort_neighbours")
+        if not nb:
+            return Reply("There is no cohort comparison yet: it is computed in the analysis step, after QC approval "
+                         "(`analyse PATH`, then `approve`). Until then the values are compared only with published "
+                         "reference ranges.", "notice")
+        table = Table(title=f"Nearest patients in the {nb['cohort']} (synthetic, research use only)")
+        for col in ("rank", "patient", "latent distance", "site", "LVEF %"):
+            table.add_column(col)
+        for n in nb["neighbours"]:
+            ef = n["phenotypes"].get("lv_ef_pct")
+            table.add_row(str(n["rank"]), n["patient_id"], f"{n['distance']:.2f}", str(n["site"]), f"{ef:.1f}" if ef is not None else "—")
+        return Reply(nb.get("note", ""), "notice", table=table)
 
     def question(self, text: str) -> Reply:
         state = self._state() if self.run_id else {}

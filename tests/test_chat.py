@@ -28,7 +28,7 @@ def test_guided_mode_over_stdin(settings, tmp_path):
     out = res.stdout
     assert "analyse PATH" in out and "Guided mode" in out and "CARDIOMICS_LLM_MODEL" in out
     assert "no active run" in out  # status without a run
-    assert "no cohort or fusion tool" in out
+    assert "no cohort comparison yet" in out
     (trail,) = [r for r in verify_dir(settings.audit_dir) if r.run_id.startswith("chat-")]
     assert trail.ok and trail.lines >= 1 + 2 * 5  # start + each message and reply
 
@@ -67,7 +67,7 @@ def test_scripted_conversation_to_signed_report(settings, phantom_study, monkeyp
         r3 = chat.handle("why is segment 9 flagged?")
         assert "Segment 9" in r3.text and "Not grounded" not in r3.text
         r4 = chat.handle("compare with the cohort")
-        assert "no cohort" in r4.text
+        assert "no cohort comparison yet" in r4.text  # this scripted analysis did not call the fusion tools
         r5 = chat.handle("approve")
         assert "Signed report" in r5.text
         rep = chat.runs.services.reports.load(chat.run_id)
@@ -82,5 +82,22 @@ def test_scripted_conversation_to_signed_report(settings, phantom_study, monkeyp
             assert_no_identifiers(text, "LLM request")
             assert str(folder) not in text
         assert str(folder) not in chat.transcript.read_text()
+    finally:
+        chat.close()
+
+
+def test_cohort_answer_lists_the_runs_neighbours(settings):
+    """`compare with the cohort` shows the nearest reference patients the analysis step found."""
+    from cardiomics.chat import ChatSession
+
+    chat = ChatSession(settings, None, Console(file=io.StringIO(), width=200), ask=lambda prompt: "dr")
+    try:
+        neighbours = [{"rank": i, "patient_id": f"ref-{i:05d}", "distance": 0.5 + i / 10, "site": "A",
+                       "phenotypes": {"lv_ef_pct": 55.0 + i}} for i in range(1, 6)]
+        chat.run_id = "run-x"
+        chat._state = lambda: {"results": {"cohort_neighbours": {"cohort": "synthetic reference cohort", "note": "synthetic",
+                                                                  "neighbours": neighbours}}}
+        reply = chat.cohort()
+        assert reply.table is not None and reply.table.row_count == 5
     finally:
         chat.close()

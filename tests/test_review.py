@@ -217,7 +217,8 @@ def test_report_page_figures_and_provenance(env):
     page = client.get(f"/runs/{run_id}/report").text
     for f in report.findings:
         assert f'id="num-{f.key}"' in page and f"{f.value:.1f} {f.unit}" in page
-    assert f.reference.source.split(",")[0] in page  # reference source shown
+    referenced = next(x for x in report.findings if x.reference)
+    assert referenced.reference.source.split(",")[0] in page  # reference source shown
     assert {"overlay", "volume-curve"} <= {fig.id for fig in report.figures}
     for fig in report.figures:
         url = f"/runs/{run_id}/v{report.version}/figures/{fig.id}.png"

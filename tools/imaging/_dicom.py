@@ -219,14 +219,17 @@ def _candidate_files(folder: Path) -> tuple[list[Path], int]:
 
 
 def _truncated(ds: Dataset, file_size: int | None = None) -> bool:
-    """An element whose value is shorter than its declared length, or runs past the end of the file: the file was cut."""
-    for tag in list(ds.keys()):
-        raw = ds.get_item(tag)
+    """An element whose value is shorter than its declared length, or runs past the end of the file: the file was cut.
+
+    Reads the raw elements without loading deferred values (``get_item`` would load them, and a
+    lying length would then allocate whatever it claims).
+    """
+    for raw in list(ds._dict.values()):
         if not isinstance(raw, RawDataElement) or raw.length == 0xFFFFFFFF:
             continue
-        if raw.value is not None and len(raw.value) < raw.length:
-            return True
         if file_size is not None and raw.value_tell is not None and raw.value_tell + raw.length > file_size:
+            return True
+        if raw.value is not None and len(raw.value) < raw.length:
             return True
     return False
 
@@ -302,8 +305,9 @@ def read_dicom_series(folder: str | Path, salt: bytes) -> CineStack:
         rel = _rel(path, folder)
         try:
             # read once, pixels included: pass 2 decodes them from memory (reading every file twice
-            # cost half the load time); the pixel bytes are small beside the float32 stack
-            ds = pydicom.dcmread(path)
+            # cost half the load time). Elements over 4 MB stay deferred, so a header that claims a
+            # huge length allocates nothing before the truncation check refuses it.
+            ds = pydicom.dcmread(path, defer_size="4 MB")
         except InvalidDicomError as exc:
             unreadable.append((rel, f"not a DICOM file ({exc})"))
             continue
