@@ -16,7 +16,7 @@ from rich.console import Console
 from cardiomics.audit import verify_dir
 
 from conftest import assert_no_identifiers
-from llm_helpers import PhantomLabels, analysis_and_explanation, narrative_reply, standard_processing
+from llm_helpers import analysis_and_explanation, narrative_reply, standard_processing
 
 
 def test_guided_mode_over_stdin(settings, tmp_path):
@@ -33,15 +33,12 @@ def test_guided_mode_over_stdin(settings, tmp_path):
     assert trail.ok and trail.lines >= 1 + 2 * 5  # start + each message and reply
 
 
-def test_scripted_conversation_to_signed_report(settings, phantom_study, monkeypatch):
-    import cardiomics.models.segmenter as segmod
+def test_scripted_conversation_to_signed_report(settings, phantom_study):
+    """The whole chat path on the phantom study with the real segmentation network."""
     from cardiomics.agents.llm import LLMPlanner
     from cardiomics.agents.llm.scripted import ScriptedChatModel
     from cardiomics.chat import ChatSession
-    from cardiomics.synthetic.phantom import PhantomSpec, make_phantom
 
-    labels = make_phantom(PhantomSpec(n_frames=16, n_slices=8, rows=160, cols=160, seed=11)).labels
-    monkeypatch.setattr(segmod, "load_segmenter", lambda *a, **k: PhantomLabels(labels))
     folder, _ = phantom_study
 
     def segment_answer(messages):
