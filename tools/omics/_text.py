@@ -2,24 +2,9 @@
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from typing import Any
 
-_WS = re.compile(r"\s+")
-
-
-def quote(value: Any, max_len: int = 256) -> str:
-    """Make free text from an AnnData file (gene names, labels) safe to show; it stays data."""
-    if value is None:
-        return ""
-    text = unicodedata.normalize("NFC", str(value))
-    text = "".join(" " if ch in "\t\n\r\x0b\x0c" else ch for ch in text)
-    text = "".join(ch for ch in text if unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn"))
-    text = _WS.sub(" ", text).strip()
-    if len(text) > max_len:
-        text = text[: max_len - 1].rstrip() + "…"
-    return text
+from cardiomics.text import quote_text as quote  # one quoting rule for every input file
 
 
 def quote_list(values: Any, n: int = 5) -> str:
