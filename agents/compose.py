@@ -72,7 +72,8 @@ def molecular_findings(results: dict[str, Any]) -> list[Finding]:
             continue
         active = prog.get("p_fraction_active") is not None and prog["p_fraction_active"] < scores["alpha"]
         est = dict(prog["mean_score"])
-        est["flag"] = "high" if active else "normal"
+        # "high" only for a programme active beyond random sets with a positive mean; the note says the rest
+        est["flag"] = "high" if active and est["value"] > 0 else "not-assessed"
         est["reference"] = None
         note = (f"measured; active in {100 * prog['fraction_active']:.0f} % of {scores['n_obs']} {scores['kind']} observations "
                 f"(p {prog['p_fraction_active']:.2g} against random gene sets)") if prog.get("fraction_active") is not None else "measured"
