@@ -45,11 +45,15 @@ class FakeSegmenter:
         return labels, members
 
 
-def install(delay_s: float = 0.0) -> None:
-    """Replace the real segmenter loader in this process."""
+def install(monkeypatch=None, delay_s: float = 0.0) -> None:
+    """Replace the real segmenter loader: for one test (pytest's ``monkeypatch``), or for a launched process."""
     import cardiomics.models.segmenter as segmod
 
-    segmod.load_segmenter = lambda *a, **k: FakeSegmenter(delay_s)
+    fake = lambda *a, **k: FakeSegmenter(delay_s)  # noqa: E731
+    if monkeypatch is not None:
+        monkeypatch.setattr(segmod, "load_segmenter", fake)  # undone after the test: later tests get the real network
+    else:
+        segmod.load_segmenter = fake
 
 
 def stall_after(event: str, seconds: float = 120.0) -> None:
@@ -70,7 +74,7 @@ def stall_after(event: str, seconds: float = 120.0) -> None:
 if __name__ == "__main__":
     import sys
 
-    install(float(os.environ.get("CARDIOMICS_TEST_SEGMENT_DELAY_S", "0") or 0))
+    install(delay_s=float(os.environ.get("CARDIOMICS_TEST_SEGMENT_DELAY_S", "0") or 0))
     if os.environ.get("CARDIOMICS_TEST_STALL_AFTER_EVENT"):
         stall_after(os.environ["CARDIOMICS_TEST_STALL_AFTER_EVENT"])
     from cardiomics.cli import main

@@ -4,8 +4,7 @@ For every case: a typed error with a bounded, printable message, or the document
 (hostile text comes back quoted and truncated); the MCP server still answers list_tools; a run
 fails with a typed error rather than raising; the input files are byte-for-byte unchanged; and a
 header that promises an enormous array is refused without allocating it.
-Cases that expose a known defect elsewhere are listed in KNOWN_DEFECTS and checked strictly in
-``test_known_defect`` (xfail until fixed, then it fails loudly so the entry is removed).
+Every case must be handled: there are no known defects left to tolerate.
 """
 
 from __future__ import annotations
@@ -27,9 +26,6 @@ import badinputs
 
 TYPED = {"StudyError", "InputError", "ModelError", "NotFoundError", "PolicyError"}  # ToolFailure = unforeseen
 PEAK_LIMIT_MB = 400
-KNOWN_DEFECTS: dict[str, str] = {}
-
-
 def _digest_tree(path: Path) -> dict[str, str]:
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
@@ -134,7 +130,7 @@ def mcp_outcomes(corpus, tmp_path_factory):
 
 def test_every_case_through_mcp(corpus, mcp_outcomes):
     outcomes, before, after, settings = mcp_outcomes
-    handled, defects, unexpected = [], [], {}
+    handled, unexpected = [], {}
     for case in corpus:
         out = outcomes[case.id]
         assert out["alive"], f"{case.id}: the MCP server stopped answering"
@@ -142,12 +138,10 @@ def test_every_case_through_mcp(corpus, mcp_outcomes):
         problems = _check_outcome(case, out)
         if not problems:
             handled.append(case.id)
-        elif case.id in KNOWN_DEFECTS:
-            defects.append(case.id)
         else:
             unexpected[case.id] = problems
     assert not unexpected, json.dumps(unexpected, indent=1)
-    assert len(handled) + len(defects) == len(corpus)
+    assert len(handled) == len(corpus)
     # every call is in the trail once, and the trail verifies
     from cardiomics.audit import verify_file
 
@@ -155,18 +149,7 @@ def test_every_case_through_mcp(corpus, mcp_outcomes):
     assert verify_file(trail).ok
     events = [json.loads(line)["event"] for line in trail.read_text().splitlines()]
     assert len(events) == len(corpus) and set(events) <= {"tool_call", "tool_error"}
-    print(f"\nbad-input corpus: {len(corpus)} cases, {len(handled)} handled as promised, "
-          f"{len(defects)} known defects ({', '.join(defects) or 'none'}), 0 crashes, 0 inputs modified")
-
-
-@pytest.mark.parametrize("case_id", sorted(KNOWN_DEFECTS))
-def test_known_defect(case_id, corpus, mcp_outcomes):
-    outcomes = mcp_outcomes[0]
-    case = next(c for c in corpus if c.id == case_id)
-    problems = _check_outcome(case, outcomes[case_id])
-    if problems:
-        pytest.xfail(f"{KNOWN_DEFECTS[case_id]} | observed: {'; '.join(problems)[:300]}")
-    pytest.fail(f"{case_id} is now handled: remove it from KNOWN_DEFECTS")
+    print(f"\nbad-input corpus: {len(corpus)} cases, {len(handled)} handled as promised, 0 crashes, 0 inputs modified")
 
 
 def test_every_study_case_through_the_graph(corpus, tmp_path_factory):
@@ -178,7 +161,7 @@ def test_every_study_case_through_the_graph(corpus, tmp_path_factory):
 
     base = tmp_path_factory.mktemp("badinputs-graph")
     settings = Settings(home=base / "home", audit_dir=base / "audit").ensure()
-    studies = [c for c in corpus if c.tool == "load_study" and c.id not in KNOWN_DEFECTS]
+    studies = [c for c in corpus if c.tool == "load_study"]
     before = {c.id: _digest_tree(c.path) for c in studies}
     with Runs(settings) as runs:
         for case in studies:

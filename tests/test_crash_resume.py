@@ -67,7 +67,7 @@ def test_sigkill_mid_tool_mid_approval_mid_signing(settings, env, phantom_study,
     time.sleep(0.2)
     assert _events(settings, run_id) == [("run_start", None), ("tool_call", "load_study")]
 
-    orchestration_fakes.install()
+    orchestration_fakes.install(monkeypatch)
     with Runs(settings) as runs:
         assert runs.status(run_id).status == "interrupted"
         st = runs.resume(run_id)
@@ -111,11 +111,11 @@ def test_sigkill_mid_tool_mid_approval_mid_signing(settings, env, phantom_study,
     assert [(c.version, c.ok) for c in verify_reports(settings, run_id)] == [(1, True), (2, True)]
 
 
-def test_resume_refuses_runs_that_wait_or_ended(settings, phantom_study):
+def test_resume_refuses_runs_that_wait_or_ended(settings, phantom_study, monkeypatch):
     from cardiomics.agents.runs import Runs
     from cardiomics.errors import PolicyError
 
-    orchestration_fakes.install()
+    orchestration_fakes.install(monkeypatch)
     with Runs(settings) as runs:
         st = runs.start(str(phantom_study[0]))
         with pytest.raises(PolicyError) as exc:
@@ -127,10 +127,10 @@ def test_resume_refuses_runs_that_wait_or_ended(settings, phantom_study):
         assert exc.value.code == "not-interrupted"
 
 
-def test_torn_audit_line_is_detected_then_recovered(settings, env, phantom_study):
+def test_torn_audit_line_is_detected_then_recovered(settings, env, phantom_study, monkeypatch):
     from cardiomics.agents.runs import Runs
 
-    orchestration_fakes.install()
+    orchestration_fakes.install(monkeypatch)
     with Runs(settings) as runs:
         st = runs.start(str(phantom_study[0]))
         trail = settings.audit_dir / f"{st.run_id}.jsonl"

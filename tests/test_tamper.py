@@ -27,8 +27,8 @@ def signed_run(tmp_path_factory, phantom_study):
 
     base = tmp_path_factory.mktemp("tamper")
     settings = Settings(home=base / "home", audit_dir=base / "audit").ensure()
-    orchestration_fakes.install()
-    with Runs(settings) as runs:
+    with pytest.MonkeyPatch.context() as mp, Runs(settings) as runs:
+        orchestration_fakes.install(mp)
         st = runs.start(str(phantom_study[0]))
         runs.decide(st.run_id, "dr-qc", "approved")
         st = runs.decide(st.run_id, "dr-sign", "approved", "agree")
