@@ -212,7 +212,8 @@ def segment(image: Path = typer.Argument(..., help="NIfTI volume (ACDC layout) o
         res = call_tool("segment_file", {"path": str(image), "out_path": str(out_path), "frame": frame, "overwrite": overwrite}, ctx)
     model = res.provenance.models[0]
     out.print(f"wrote {out_path}: shape {res.shape}, voxel {res.zooms_mm} mm; model {model.id} {model.version} "
-              f"(weights {model.weights_sha256[:12]}…); voxels {res.voxels_per_structure}", highlight=False)
+              f"(weights {model.weights_sha256[:12]}…); voxels {res.voxels_per_structure}; "
+              f"{res.provenance.duration_s:.2f} s", highlight=False)
 
 
 @app.command("train-segmenter")

@@ -162,3 +162,37 @@ def test_acdc_validation_lv_dice():
     res = evaluate(DATA_DIR, patients=val[::3])  # 5 of the 15 validation patients
     assert res["overall"]["dice_lv_ed"]["mean"] >= 0.9
     assert res["overall"]["dice_lv_es"]["mean"] >= 0.8
+
+
+def _toy_volume() -> np.ndarray:
+    """Two slices: LV disc with a hole, myocardial ring, RV crescent, a stray LV island and a far RV speck."""
+    yy, xx = np.mgrid[:40, :40]
+    r = np.hypot(yy - 20, xx - 22)
+    sl = np.zeros((40, 40), np.uint8)
+    sl[(r >= 7) & (r < 10)] = 2
+    sl[r < 7] = 3
+    sl[19:21, 21:23] = 0  # hole in the cavity
+    sl[(np.hypot(yy - 20, xx - 8) < 6) & (sl == 0)] = 1
+    sl[1:3, 37:39] = 3  # 4-pixel LV island: below 20 mm^2 at 1.5 mm
+    vol = np.stack([sl, sl])
+    vol[1, 30:32, 2:4] = 1  # small far RV speck, only in slice 1
+    return vol
+
+
+@pytest.mark.parametrize("offset", [(0, 0), (5, 60), (80, 3), (-1, -1)])
+def test_postprocess_same_result_wherever_the_heart_lies(offset):
+    from cardiomics.models.segmenter.postprocess import postprocess_volume
+
+    vol = _toy_volume()
+    ref = postprocess_volume(vol)
+    # the cleaned toy volume: hole filled, island and speck removed, structures kept
+    assert ref[0, 19, 21] == 3 and ref[0, 1, 37] == 0 and ref[1, 30, 2] == 0
+    assert (ref == 1).sum() > 50 and (ref == 2).sum() > 100
+    big = np.zeros((2, 128, 120), np.uint8)
+    r0, c0 = (offset[0] if offset[0] >= 0 else 128 - 40), (offset[1] if offset[1] >= 0 else 120 - 40)
+    big[:, r0 : r0 + 40, c0 : c0 + 40] = vol
+    out = postprocess_volume(big)
+    assert np.array_equal(out[:, r0 : r0 + 40, c0 : c0 + 40], ref)
+    outside = np.ones(big.shape, bool)
+    outside[:, r0 : r0 + 40, c0 : c0 + 40] = False
+    assert not out[outside].any()

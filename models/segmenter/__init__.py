@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -202,6 +203,23 @@ class Segmenter:
             out[i : i + _CHUNK] = _argmax(canvas).numpy().astype(np.uint8)
         return out
 
+    def _tta(self, labels, crop, origin, work_hw, in_hw, sp, n_tta, n_slices, postprocess, tta_volumes):
+        """TTA label stacks; only the images of the chosen volumes go through the network again."""
+        s = n_slices if n_slices and labels.shape[0] % n_slices == 0 else labels.shape[0]
+        if tta_volumes is None:
+            idx = np.arange(labels.shape[0])
+        else:
+            vols = sorted({int(v) for v in tta_volumes(labels.reshape(-1, s, *labels.shape[1:]))})
+            idx = np.concatenate([np.arange(v * s, (v + 1) * s) for v in vols]) if vols else np.zeros(0, int)
+        out = np.repeat(labels[None], n_tta, axis=0)
+        if idx.size == 0:
+            return out
+        sel = crop[torch.from_numpy(idx)]
+        for k, t in enumerate(pp.tta_transforms(n_tta)):
+            lab_k = self._to_input(self._predict_work(sel, t), origin, work_hw, in_hw)
+            out[k, idx] = postprocess_stack(lab_k, n_slices, sp) if postprocess else lab_k
+        return out
+
     # ------------------------------------------------------------------------------------- public API
     def find_centre(
         self,
@@ -269,11 +287,14 @@ class Segmenter:
         centre: tuple[float, float] | None = None,
         n_slices: int | None = None,
         postprocess: bool = True,
+        tta_volumes: Callable[[np.ndarray], Sequence[int]] | None = None,
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """Segment an (N, R, C) stack; returns (labels uint8 (N, R, C), TTA labels (n_tta, N, R, C) or None).
 
         ``centre``: heart centre (row, col) in input pixels; found from the stack when None.
         ``n_slices``: slices per volume for the 3D post-processing (N must be a multiple); None = one volume.
+        ``tta_volumes``: given the labels as (volumes, n_slices, R, C), the volumes to augment (e.g. end-diastole
+        and end-systole of a cine); the other volumes' TTA labels are the plain labels. None: augment all.
         """
         t0 = time.perf_counter()
         x, sp = self._check(images, pixel_spacing_mm)
@@ -310,14 +331,8 @@ class Segmenter:
             labels = postprocess_stack(labels, n_slices, sp)
         tta_out = None
         if n_tta and n_tta > 0:
-            tta_out = np.empty((n_tta, *labels.shape), dtype=np.uint8)
-            for k, t in enumerate(pp.tta_transforms(int(n_tta))):
-                lab_k = self._to_input(
-                    self._predict_work(crop, t), origin, work_hw, in_hw
-                )
-                tta_out[k] = (
-                    postprocess_stack(lab_k, n_slices, sp) if postprocess else lab_k
-                )
+            tta_out = self._tta(labels, crop, origin, work_hw, in_hw, sp, int(n_tta), n_slices, postprocess,
+                                tta_volumes)
         log.debug(
             "segmenter.predict",
             n=int(x.shape[0]),

@@ -46,6 +46,27 @@ def postprocess_volume(
         return postprocess_volume(
             out[None], pixel_spacing_mm, keep_frac=keep_frac, min_area_mm2=min_area_mm2
         )[0]
+    box = _foreground_box(out)
+    if box is None:
+        return out
+    # all steps are local to the labelled voxels: work inside their bounding box (plus a 1-pixel background
+    # ring, so "touches the border" in hole filling means the same as on the whole image)
+    out[box] = _clean(out[box], pixel_spacing_mm, keep_frac, min_area_mm2)
+    return out
+
+
+def _foreground_box(labels: np.ndarray) -> tuple[slice, slice, slice] | None:
+    rows = np.flatnonzero(labels.any(axis=(0, 2)))
+    if rows.size == 0:
+        return None
+    cols = np.flatnonzero(labels.any(axis=(0, 1)))
+    r0, r1 = max(rows[0] - 1, 0), min(rows[-1] + 2, labels.shape[1])
+    c0, c1 = max(cols[0] - 1, 0), min(cols[-1] + 2, labels.shape[2])
+    return (slice(None), slice(r0, r1), slice(c0, c1))
+
+
+def _clean(out: np.ndarray, pixel_spacing_mm: tuple[float, float], keep_frac: float, min_area_mm2: float) -> np.ndarray:
+    out = out.copy()
     min_px = max(1, round(min_area_mm2 / (pixel_spacing_mm[0] * pixel_spacing_mm[1])))
     for c in (LV, MYO, RV):
         m = out == c

@@ -106,6 +106,21 @@ def build_bank(
     return torch.cat(xs), torch.cat(ys)
 
 
+def _boost_small_rv(w: torch.Tensor, y_acdc: torch.Tensor, boost: float) -> torch.Tensor:
+    """Sampling weights with ACDC slices of a small (below-median, non-zero) RV multiplied by ``boost``;
+    the ACDC share of the total probability is kept."""
+    n = y_acdc.shape[0]
+    area = (y_acdc == 1).flatten(1).sum(1).float()
+    present = area > 0
+    small = present & (area < area[present].median())
+    w = w.clone()
+    share = float(w[:n].sum())
+    w[:n][small] *= boost
+    w[:n] *= share / float(w[:n].sum())
+    log.info("train.small_rv_boost", boost=boost, small_slices=int(small.sum()), acdc_slices=n)
+    return w
+
+
 def build_phantom_bank(
     n_phantoms: int, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -505,6 +520,7 @@ def train(
     write: bool = True,
     init_weights: str | Path | None = None,
     rv_weight: float = 1.0,
+    small_rv_boost: float = 1.0,
 ) -> dict[str, Any]:
     """Train the segmenter, write weights.pt (+ card.json when ``evaluate_after``) into ``out_dir``.
 
@@ -516,6 +532,8 @@ def train(
     ``init_weights``: continue from a stored weights.pt (stage 2 of a two-stage recipe); the card's training
     record then holds both calls (stage 1 read from the card next to ``init_weights``, when present).
     ``rv_weight`` scales the RV term of the soft Dice loss.
+    ``small_rv_boost`` multiplies the sampling weight of ACDC slices whose RV is present but smaller than the
+    median RV area (systolic and apical slices, where the RV is most often missed).
     """
     t_start = time.perf_counter()
     torch.set_num_threads(threads)
@@ -545,6 +563,8 @@ def train(
         )
     else:
         x_all, y_all, w = x_a, y_a, torch.full((n_acdc,), 1.0 / n_acdc)
+    if small_rv_boost != 1.0:
+        w = _boost_small_rv(w, y_a, small_rv_boost)
     n_phantoms_used = n_phantoms if ph_bank is not None else 0
     log.info(
         "train.data",
@@ -698,7 +718,8 @@ def train(
         f"batch_size={batch_size}, lr={lr}, base={base}, n_val_per_group={n_val_per_group}, "
         f"n_phantoms={n_phantoms}, phantom_weight={phantom_weight}"
         + (f", rv_weight={rv_weight}" if rv_weight != 1.0 else "")
-        + (", init_weights=<stage-1 weights.pt>" if init_record else "")
+        + (f", small_rv_boost={small_rv_boost}" if small_rv_boost != 1.0 else "")
+        + (", init_weights=<previous stage's weights.pt>" if init_record else "")
         + ")"
     )
     optimiser = (
@@ -710,15 +731,19 @@ def train(
     )
     epochs_done, iters_total, wall_total = round(iters * batch_size / n_acdc, 2), iters, train_seconds
     if init_record:
+        # stages chain: the previous card's record holds stages 1..k, this call is stage k+1
         prev = init_record["training"]
-        stage1 = prev.command if prev else "unrecorded"
+        k = _stage_count(prev.command) if prev else 1
+        earlier = (prev.command if k > 1 else f"(1) {prev.command}") if prev else "(1) unrecorded"
         command = (
-            f"two stages: (1) {stage1} -> weights.pt sha256 {init_record['sha256']}; "
-            f"(2) continued from those weights: {command}"
+            f"{k + 1} stages: {earlier.split(': ', 1)[1] if k > 1 else earlier} -> weights.pt sha256 "
+            f"{init_record['sha256']}; ({k + 1}) continued from those weights: {command}"
         )
         if prev:
-            optimiser = f"stage 1: {prev.optimiser}; stage 2 (fresh AdamW state): {optimiser}"
-            loss_desc = f"stage 1: {prev.loss}; stage 2: {loss_desc}"
+            opt_prev = prev.optimiser if k > 1 else f"stage 1: {prev.optimiser}"
+            loss_prev = prev.loss if k > 1 else f"stage 1: {prev.loss}"
+            optimiser = f"{opt_prev}; stage {k + 1} (fresh AdamW state): {optimiser}"
+            loss_desc = f"{loss_prev}; stage {k + 1}: {loss_desc}"
             epochs_done = round(prev.epochs + epochs_done, 2)
             iters_total += prev.iterations
             wall_total += prev.wall_time_s
@@ -767,6 +792,14 @@ def train(
     )
     log.info("train.done", total_wall_s=round(time.perf_counter() - t_start, 1))
     return result
+
+
+def _stage_count(command: str) -> int:
+    """Stages recorded in a card's training command ("N stages: (1) ... (N) ..."); 1 for a single call."""
+    head = command.split(":", 1)[0].split()
+    if len(head) == 2 and head[1] == "stages":
+        return 2 if head[0] == "two" else int(head[0])
+    return 1
 
 
 def refresh_card(

@@ -8,7 +8,6 @@ the model's standardised vectors happens once, in ``fusion_project``.
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from cardiomics.errors import InputError, ModelError
@@ -91,6 +90,8 @@ def model_ref(ref) -> ModelRef:
 
 
 def imaging_row(ref, values: dict[str, float]) -> np.ndarray:
+    import pandas as pd  # lazy: pandas costs ~0.5 s of import for every registry user
+
     df = pd.DataFrame([values]) if values else pd.DataFrame([{}])
     return ref.pre.imaging_matrix(df)[0]
 

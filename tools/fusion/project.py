@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-import pandas as pd
 import structlog
 from pydantic import BaseModel, Field, field_validator
 
@@ -58,6 +57,7 @@ def _example(ctx: ToolContext) -> dict:
 
 
 def _omics_from_dataset(ctx: ToolContext, ref, omics_id: str, row: int) -> np.ndarray:
+    import pandas as pd  # lazy: keeps the registry import light
     from ..omics import _handle
 
     ds = _handle.resolve(ctx.store, omics_id)

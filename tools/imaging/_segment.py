@@ -59,6 +59,12 @@ def _example(ctx: ToolContext) -> dict:
     return {"study_id": study.study_id, "n_tta": 1}
 
 
+def _ed_es_frames(labels: np.ndarray) -> list[int]:
+    """End-diastole and end-systole: the frames of largest and smallest LV cavity."""
+    lv = (labels == 3).sum(axis=(1, 2, 3))
+    return sorted({int(np.argmax(lv)), int(np.argmin(lv))})
+
+
 @tool(role="processing", example=_example)
 def segment(inp: SegmentInput, ctx: ToolContext) -> SegmentationResult:
     """Segment LV cavity, LV myocardium and RV cavity on every frame with the validated CMR network.
@@ -75,17 +81,13 @@ def segment(inp: SegmentInput, ctx: ToolContext) -> SegmentationResult:
     ctx.used_input("study", ctx.store.digest(inp.study_id))
     t, s, r, c = stack.images.shape
     spacing_rc = (stack.spacing_mm[1], stack.spacing_mm[2])
-    labels, _ = net.predict(stack.images.reshape(t * s, r, c), spacing_rc, n_slices=s)
+    # intervals are needed at end-diastole and end-systole only: augment those two frames, not the cine
+    labels, tta = net.predict(stack.images.reshape(t * s, r, c), spacing_rc, n_tta=inp.n_tta, n_slices=s,
+                              tta_volumes=_ed_es_frames)
     labels = labels.reshape(t, s, r, c).astype(np.uint8)
     arrays = {"labels": labels}
-    if inp.n_tta:
-        # intervals are needed at end-diastole and end-systole only: augment those two frames, not the cine
-        lv = (labels == 3).sum(axis=(1, 2, 3))
-        key = sorted({int(np.argmax(lv)), int(np.argmin(lv))})
-        _, members = net.predict(stack.images[key].reshape(len(key) * s, r, c), spacing_rc, n_tta=inp.n_tta, n_slices=s)
-        tta = np.repeat(labels[None], inp.n_tta, axis=0)
-        tta[:, key] = members.reshape(inp.n_tta, len(key), s, r, c)
-        arrays["tta"] = tta
+    if tta is not None:
+        arrays["tta"] = tta.reshape(inp.n_tta, t, s, r, c)
     seg_id = ctx.store.put("seg", arrays, {"study_id": inp.study_id, "spacing_mm": list(stack.spacing_mm),
                                            "model": net.ref, "n_tta": inp.n_tta})
     qc = _qc(labels)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.optimize import nnls
 
 
 def reference_profiles(counts: sp.csr_matrix, labels: np.ndarray) -> tuple[list[str], np.ndarray]:
@@ -39,6 +38,12 @@ def select_markers(prof: np.ndarray, n_per_type: int) -> np.ndarray:
     return np.array(sorted(chosen))
 
 
+def _nnls():
+    from scipy.optimize import nnls  # lazy: scipy.optimize costs ~0.25 s of import
+
+    return nnls
+
+
 def nnls_proportions(y: np.ndarray, a: np.ndarray, gene_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """NNLS proportions (spots x types) of rows ``y`` (spots x genes) on profiles ``a`` (genes x types).
 
@@ -54,7 +59,7 @@ def nnls_proportions(y: np.ndarray, a: np.ndarray, gene_weight: np.ndarray | Non
         if total <= 0:
             props[i] = 1.0 / a.shape[1]
             continue
-        coef, rnorm = nnls(aw, (y[i] / total) * w)
+        coef, rnorm = _nnls()(aw, (y[i] / total) * w)
         s = coef.sum()
         if s <= 0:
             props[i] = 1.0 / a.shape[1]

@@ -10,16 +10,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import TYPE_CHECKING, Iterator, Literal
 
 import h5py
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
 
 from cardiomics.errors import CardiomicsError, InputError
 
 from ._text import quote, quote_list
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Kind = Literal["bulk", "single_cell", "spatial"]
 ENSEMBL = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
@@ -174,6 +176,8 @@ def _check_genes(path: Path, genes: list[str], f: h5py.File, symbols_column: str
         raise InputError("ensembl-ids", f"{name}: {ens} of {len(genes)} gene identifiers are Ensembl ids "
                          f"(e.g. {quote_list([g for g in genes if ENSEMBL.match(g)], 3)}); gene symbols are expected",
                          hint=hint)
+    import pandas as pd  # lazy: pandas costs ~0.4 s of import for every registry user
+
     s = pd.Series(genes)
     dup = s[s.duplicated()].unique()
     if len(dup):

@@ -6,7 +6,6 @@ from typing import Literal
 
 import numpy as np
 import structlog
-from scipy.stats import binomtest
 from pydantic import BaseModel, Field, field_validator
 
 from cardiomics.errors import InputError
@@ -152,6 +151,8 @@ def score_programmes(inp: ScoreProgrammesInput, ctx: ToolContext) -> ProgrammeSc
                 entry["p_empirical"] = round((1 + int((null >= mean).sum())) / (inp.n_null + 1), 6)
                 n_active = int((res.p[:, j] < inp.alpha).sum())
                 entry["fraction_active"] = round(n_active / n_obs, 6)
+                from scipy.stats import binomtest  # lazy: scipy.stats costs ~0.5 s of import
+
                 entry["p_fraction_active"] = float(f"{binomtest(n_active, n_obs, inp.alpha, alternative='greater').pvalue:.4g}")
                 if n_obs <= 200:
                     entry["per_obs"] = [ObsScore(index=i, score=round(float(s[i]), 4), z=round(float(res.z[i, j]), 4),

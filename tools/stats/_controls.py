@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import stats
 
 from ._scan import scan
 from ._spatial import knn_weights, moran_null, moran_p, morans_i
@@ -26,6 +25,7 @@ def _tolerance(alpha: float, n_draws: int, spread: float = 0.0) -> float:
 
 
 def permuted_labels(Y, X, Z, *, rounds: int, alpha: float, q: float, rng: np.random.Generator) -> dict:
+    from scipy import stats  # lazy, as statsmodels below: heavy imports paid only when controls run
     from statsmodels.stats.multitest import multipletests  # lazy: statsmodels costs ~1.3 s of import
 
     fractions, fdr_hits, n_tests = [], [], 0

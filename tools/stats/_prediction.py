@@ -12,12 +12,12 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 _EPS = 1e-8
 
 
 def midrank(x: np.ndarray) -> np.ndarray:
+    from scipy import stats  # lazy: keeps the registry import light
     return stats.rankdata(x, method="average")
 
 

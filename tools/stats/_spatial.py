@@ -6,13 +6,19 @@ p-values then overstate the evidence. Moran (1950, Biometrika 37:17).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from scipy import sparse
-from sklearn.neighbors import NearestNeighbors
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 
 def knn_weights(coords: np.ndarray, k: int = 6) -> sparse.csr_matrix:
     """Row-standardised k-nearest-neighbour weights (self excluded)."""
+    from scipy import sparse  # lazy: scikit-learn and scipy.sparse cost ~0.7 s of import
+    from sklearn.neighbors import NearestNeighbors
+
     n = coords.shape[0]
     k = min(k, n - 1)
     _, idx = NearestNeighbors(n_neighbors=k + 1).fit(coords).kneighbors(coords)

@@ -9,7 +9,6 @@ burden or biomarker-like scores without touching near-normal EF or mass.
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 SHAPIRO_P = 0.05
 SKEW_LIMIT = 1.0
@@ -18,6 +17,7 @@ _MAX_SHAPIRO_N = 5000
 
 def rank_inverse_normal(values: np.ndarray, c: float = 3.0 / 8.0) -> np.ndarray:
     """Blom rank-INT of the finite entries (average ranks for ties); NaN stays NaN."""
+    from scipy import stats  # lazy: keeps the registry import light
     out = np.full(values.shape, np.nan)
     ok = np.isfinite(values)
     ranks = stats.rankdata(values[ok])
@@ -27,6 +27,7 @@ def rank_inverse_normal(values: np.ndarray, c: float = 3.0 / 8.0) -> np.ndarray:
 
 def normality_rule(values: np.ndarray) -> tuple[float, float, bool]:
     """(Shapiro-Wilk p, skewness, whether the rule asks for a transform) on the finite entries."""
+    from scipy import stats  # lazy: keeps the registry import light
     v = values[np.isfinite(values)]
     if v.size < 8 or np.ptp(v) == 0:
         return float("nan"), 0.0, False

@@ -8,7 +8,6 @@ from typing import Literal
 import numpy as np
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from scipy import stats
 
 from cardiomics.errors import InputError
 
@@ -81,6 +80,7 @@ class PredictionMetrics(ToolOutput):
 
 
 def _performance(y, p, ci_method, n_boot, rng, min_events) -> Performance:
+    from scipy import stats  # lazy: keeps the registry import light
     n, events = int(y.size), int(y.sum())
     brier = float(np.mean((p - y) ** 2))
     if min(events, n - events) < min_events:
