@@ -3,8 +3,9 @@
 
 Studies are small (12 frames x 8 slices x 128^2, ``cardiomics.synthetic.cohort_dicom``); the cohort
 is cached in ``$CARDIOMICS_BENCH_COHORT`` (default: a temp folder) so reruns skip generation.
-Each worker count writes to a fresh output folder, so nothing is skipped. Set the size with
-``--n`` or ``$CARDIOMICS_BENCH_BATCH_N`` (default 200).
+Each worker count writes to a fresh output folder, so nothing is skipped. One study (the middle one)
+is a truncated DICOM file: it must be reported in the summary as failed, and the batch go on. Set the
+size with ``--n`` or ``$CARDIOMICS_BENCH_BATCH_N`` (default 200).
 
 Run: python benchmarks/bench_batch.py [--n 200]   (writes benchmarks/results/batch.json)
 """
@@ -49,7 +50,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="cardiomics-bench-batch-"))
     root = Path(os.environ.get("CARDIOMICS_BENCH_COHORT", tmp / "cohort"))
     t0 = time.perf_counter()
-    write_cohort(root / "studies", args.n, seed=0)
+    corrupt = args.n // 2
+    write_cohort(root / "studies", args.n, seed=0, corrupt=[corrupt])
     gen_s = time.perf_counter() - t0
     cohort = tmp / "cohort-n"
     cohort.mkdir()
@@ -64,7 +66,10 @@ def main() -> None:
         wall = time.perf_counter() - t
         summary = json.loads((out / "batch_summary.json").read_text())
         runs[str(w)] = {"rc": rc, "wall_s": round(wall, 1), "done": summary["done"], "failed": summary["failed"],
-                        "studies_per_min": round(summary["done"] / wall * 60, 2), "batch_reported_per_min": summary["studies_per_min"]}
+                        "studies_per_min": round((summary["done"] + summary["failed"]) / wall * 60, 2),
+                        "batch_reported_per_min": summary["studies_per_min"],
+                        "failures": [{"study": f["study"], "code": (f.get("error") or {}).get("code")} for f in summary["failures"]],
+                        "corrupt_study_reported": [f["study"] for f in summary["failures"]] == [f"study-{corrupt:04d}"]}
         con.print(f"{w} worker(s): {summary['done']} done, {summary['failed']} failed in {wall:.1f} s "
                   f"= {runs[str(w)]['studies_per_min']} studies/min", highlight=False)
         shutil.rmtree(out / "studies", ignore_errors=True)
@@ -93,7 +98,7 @@ def main() -> None:
               "earlier_results_kept": all(after.get(k) == v for k, v in before.items()),
               "only_remainder_analysed": summary["skipped"] == len(before) and summary["done"] == n_sub - len(before)}
     con.print(f"resume: killed after {len(before)}/{n_sub}; rerun skipped {summary['skipped']}, analysed {summary['done']}", highlight=False)
-    figures = {"n_studies": args.n, "study_shape": "12 frames x 8 slices x 128^2", "cohort_generation_s": round(gen_s, 1),
+    figures = {"n_studies": args.n, "corrupt_study": f"study-{corrupt:04d}", "study_shape": "12 frames x 8 slices x 128^2", "cohort_generation_s": round(gen_s, 1),
                "cpus": os.cpu_count(), "runs_by_workers": runs, "scaling_2_over_1": scaling, "resume": resume,
                "load_average": load_average()}
     path = write("batch", figures)

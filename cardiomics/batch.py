@@ -396,7 +396,7 @@ def run_batch(studies_dir: str | Path, out_dir: str | Path, *, workers: int = 1,
     for o in outcomes:
         if on_result:
             on_result(o, len(outcomes), total)
-    engine = f"dask:{address}" if address else f"dask:LocalCluster({workers}x1 thread)"
+    engine = f"dask:{address}" if address else f"dask:LocalCluster({workers} worker processes, 1 task each)"
     if todo:
         salt = _deployment_salt()
         _warm_shared_stores()

@@ -12,7 +12,7 @@ def register(app: typer.Typer, *, friendly, out, err) -> None:
     @friendly
     def batch(studies_dir: Path = typer.Argument(..., help="Folder whose subfolders are studies (a DICOM series or NIfTI each)."),
               out_dir: Path = typer.Option(..., "--out", help="Output folder: phenotypes.parquet, per-study report drafts and audit trails."),
-              workers: int = typer.Option(1, "--workers", help="Local worker processes (1 thread each)."),
+              workers: int = typer.Option(1, "--workers", help="Local worker processes; each runs one study at a time with cores / workers torch threads."),
               address: str | None = typer.Option(None, "--address", help="An existing Dask scheduler (tcp://host:8786) instead of a local cluster."),
               keep_artifacts: bool = typer.Option(False, help="Keep each study's image stacks and label maps under OUT/studies/NAME/artifacts.")) -> None:
         """Analyse every study without approval pauses (reports stay drafts); studies already done are skipped."""

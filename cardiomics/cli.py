@@ -222,18 +222,24 @@ def train_segmenter(data: Path = typer.Option(None, help="Real data folder (defa
                     out_dir: Path = typer.Option(Path("models/segmenter"), "--out", help="Where weights.pt and card.json go."),
                     seed: int = typer.Option(0), iterations: Optional[int] = typer.Option(None, help="Exact iteration count (the card records the shipped value)."),
                     minutes: float = typer.Option(29.5, help="Time budget when --iterations is not given."),
-                    lr: float = typer.Option(2e-3, help="Peak learning rate (the shipped stage 2 used 5e-4)."),
-                    init_weights: Optional[Path] = typer.Option(None, help="Continue from these weights (stage 2 of the shipped recipe)."),
-                    rv_weight: float = typer.Option(1.0, help="Weight of the RV term in the Dice loss (stage 2 used 2.0).")) -> None:
+                    lr: float = typer.Option(2e-3, help="Peak learning rate (the shipped later stages used 5e-4)."),
+                    init_weights: Optional[Path] = typer.Option(None, help="Continue from these weights (the later stages of the shipped recipe)."),
+                    rv_weight: float = typer.Option(1.0, help="Weight of the RV term in the Dice loss (the later stages used 2.0)."),
+                    in_channels: int = typer.Option(1, help="1: 2D; 3: 2.5D (each slice with its neighbours). A 2D --init-weights net is widened."),
+                    small_rv_boost: float = typer.Option(1.0, help="Sampling weight multiplier for slices with a small RV."),
+                    threads: int = typer.Option(1, help="torch threads for training.")) -> None:
     """Train the CMR segmentation network on ACDC + phantoms and write weights and model card.
 
-    The shipped weights are two stages (the card records both): stage 1 with --iterations 1918, then
-    stage 2 with --init-weights <stage-1 weights> --iterations 1435 --lr 5e-4 --rv-weight 2.
+    The shipped weights come from a staged recipe; the card's training.command records every stage, each
+    one call of this command (later stages with --init-weights <previous stage's weights.pt>):
+    stage 1 --iterations 1918; stage 2 --iterations 1435 --lr 5e-4 --rv-weight 2; then the 2.5D stages
+    with --in-channels 3 --lr 5e-4 --rv-weight 2 (iterations as the card records).
     """
     from cardiomics.models.segmenter.train import train
 
     result = train(_data_dir(data), out_dir, seed=seed, iterations=iterations, time_budget_min=minutes, lr=lr,
-                   init_weights=init_weights, rv_weight=rv_weight)
+                   init_weights=init_weights, rv_weight=rv_weight, in_channels=in_channels, small_rv_boost=small_rv_boost,
+                   threads=threads)
     out.print(json.dumps({k: result[k] for k in ("iterations", "train_wall_s", "parameters", "weights_bytes") if k in result}), highlight=False)
 
 

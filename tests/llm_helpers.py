@@ -21,7 +21,7 @@ class PhantomLabels:
     def __init__(self, labels: np.ndarray) -> None:
         self.labels = labels
 
-    def predict(self, images, spacing, n_tta=0, n_slices=None, centre=None):
+    def predict(self, images, spacing, n_tta=0, n_slices=None, centre=None, tta_volumes=None):
         lab = self.labels.reshape(-1, *self.labels.shape[2:])[: images.shape[0]]
         return lab, (np.stack([lab] * n_tta) if n_tta else None)
 

@@ -27,7 +27,7 @@ class FakeSegmenter:
     def __init__(self, delay_s: float = 0.0) -> None:
         self.delay_s = delay_s
 
-    def predict(self, images, spacing, n_tta=0, n_slices=None, centre=None):
+    def predict(self, images, spacing, n_tta=0, n_slices=None, centre=None, tta_volumes=None):
         if self.delay_s:
             time.sleep(self.delay_s)
         n, rows, cols = images.shape

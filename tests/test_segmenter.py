@@ -196,3 +196,27 @@ def test_postprocess_same_result_wherever_the_heart_lies(offset):
     outside = np.ones(big.shape, bool)
     outside[:, r0 : r0 + 40, c0 : c0 + 40] = False
     assert not out[outside].any()
+
+
+def test_neighbour_channels_stay_inside_each_volume():
+    import torch
+    from cardiomics.models.segmenter import preprocess as pp
+
+    x = torch.arange(1.0, 7.0).view(6, 1, 1, 1)  # two volumes of three slices
+    got = pp.with_neighbours(x, 3)[:, :, 0, 0].tolist()
+    assert got == [[0, 1, 2], [1, 2, 3], [2, 3, 0], [0, 4, 5], [4, 5, 6], [5, 6, 0]]
+    assert pp.with_neighbours(x, 3, torch.tensor([3]))[:, :, 0, 0].tolist() == [[0, 4, 5]]
+
+
+def test_widened_2d_net_starts_as_the_2d_net():
+    import torch
+    from cardiomics.models.segmenter.net import UNet2D
+    from cardiomics.models.segmenter.train import _inflate_input
+
+    torch.manual_seed(0)
+    net2d = UNet2D(base=4, depth=2).eval()
+    net3 = UNet2D(base=4, depth=2, in_channels=3).eval()
+    net3.load_state_dict(_inflate_input(net2d.state_dict(), 1, 3))
+    x = torch.rand(2, 1, 32, 32)
+    ctx = torch.cat([torch.rand(2, 1, 32, 32), x, torch.rand(2, 1, 32, 32)], 1)
+    assert torch.allclose(net2d(x), net3(ctx), atol=1e-5)

@@ -99,6 +99,20 @@ class Segmenter:
     def __init__(self, net: UNet2D, card: ModelCard | None = None) -> None:
         self.net = net.eval()
         self.card = card
+        # 2.5D networks (3 input channels) see each slice with its neighbours in the stack
+        self.context = net.config["in_channels"] == 3
+
+    @staticmethod
+    def _work(x: torch.Tensor, sp: tuple[float, float]) -> torch.Tensor:
+        """Normalised images on the working grid, (N, 1, H, W)."""
+        return pp.to_work(pp.normalise(x)[:, None], sp)
+
+    def _input(self, t: torch.Tensor, n_slices: int | None, idx: torch.Tensor | None = None) -> torch.Tensor:
+        """Network input from (N, 1, H, W) images: with the neighbouring slices as channels for a 2.5D net.
+        Built after cropping, so the 3-channel copy is only ever crop-sized (or a few coarse images)."""
+        if self.context:
+            return pp.with_neighbours(t, n_slices, idx)
+        return t if idx is None else t[idx]
 
     @property
     def ref(self) -> dict[str, str]:
@@ -138,7 +152,7 @@ class Segmenter:
             .round()
             .astype(int)
         )
-        x = work[idx]
+        x = self._input(work, n_slices, torch.from_numpy(idx))
         r_off = c_off = 0
         if h > _COARSE_MAX_SIZE or w > _COARSE_MAX_SIZE:
             x, (r_off, c_off) = pp.crop_around(x, (h / 2, w / 2), _COARSE_MAX_SIZE)
@@ -229,7 +243,7 @@ class Segmenter:
     ) -> tuple[float, float]:
         """Heart centre (row, col) in input pixel coordinates for an (N, R, C) stack (coarse pass only)."""
         x, sp = self._check(images, pixel_spacing_mm)
-        work = pp.to_work(pp.normalise(x)[:, None], sp)
+        work = self._work(x, sp)
         c = self._centre_work(work, n_slices)
         if c is None:
             return ((x.shape[-2] - 1) / 2, (x.shape[-1] - 1) / 2)
@@ -299,7 +313,7 @@ class Segmenter:
         t0 = time.perf_counter()
         x, sp = self._check(images, pixel_spacing_mm)
         in_hw = tuple(x.shape[-2:])
-        work = pp.to_work(pp.normalise(x)[:, None], sp)
+        work = self._work(x, sp)
         work_hw = tuple(work.shape[-2:])
         if centre is None:
             c = self._centre_work(work, n_slices)
@@ -312,6 +326,7 @@ class Segmenter:
         else:
             c = self._input_to_work(centre, work_hw, in_hw)
         crop, origin = pp.crop_around(work, c, pp.CROP)
+        crop = self._input(crop, n_slices)
         probs = self._predict_work(crop, None)
         if centre is None:
             # re-centre once if the fine pass puts the heart far from the crop centre
@@ -325,6 +340,7 @@ class Segmenter:
                 if dr * dr + dc * dc > 16**2:
                     c = (c[0] + dr, c[1] + dc)
                     crop, origin = pp.crop_around(work, c, pp.CROP)
+                    crop = self._input(crop, n_slices)
                     probs = self._predict_work(crop, None)
         labels = self._to_input(probs, origin, work_hw, in_hw)
         if postprocess:

@@ -128,6 +128,32 @@ def paste(
     return canvas
 
 
+def neighbour_index(n: int, n_slices: int | None) -> torch.Tensor:
+    """(n, 2) indices of each image's previous and next slice within its volume (-1 beyond the stack ends).
+
+    The stack holds ``n / n_slices`` consecutive volumes (one volume when ``n_slices`` is None or does not
+    divide ``n``).
+    """
+    s = n_slices if n_slices and n % n_slices == 0 else n
+    i = torch.arange(n)
+    pos = i % s
+    prev = torch.where(pos > 0, i - 1, torch.full_like(i, -1))
+    nxt = torch.where(pos < s - 1, i + 1, torch.full_like(i, -1))
+    return torch.stack([prev, nxt], 1)
+
+
+def with_neighbours(x: torch.Tensor, n_slices: int | None, idx: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, 1, H, W) slices -> (N, 3, H, W): previous slice, the slice, next slice (zeros beyond the ends).
+
+    ``idx``: only these images (the neighbours still come from the whole stack).
+    """
+    nb = neighbour_index(x.shape[0], n_slices)
+    if idx is None:
+        idx = torch.arange(x.shape[0])
+    padded = torch.cat([x, torch.zeros_like(x[:1])])  # index -1 reads the zero image
+    return torch.cat([padded[nb[idx, 0]], x[idx], padded[nb[idx, 1]]], 1)
+
+
 def label_centroid(labels: np.ndarray) -> tuple[float, float] | None:
     """(row, col) centroid of all foreground labels of a (S, R, C) or (R, C) stack."""
     fg = np.asarray(labels) > 0
@@ -187,8 +213,9 @@ def augment_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Spatial + intensity augmentation of a batch of heart-centred source crops.
 
-    images (B, 1, SRC, SRC) float in [0, 1], labels (B, SRC, SRC) long, heart centroid at the centre.
-    Returns (B, 1, out, out) images and (B, out, out) labels. Spatial: rotation +-45 deg (p 0.75) or
+    images (B, C, SRC, SRC) float in [0, 1] (C = 1, or 3 with the neighbouring slices: every channel gets the
+    same transform), labels (B, SRC, SRC) long, heart centroid at the centre.
+    Returns (B, C, out, out) images and (B, out, out) labels. Spatial: rotation +-45 deg (p 0.75) or
     +-180 deg (p 0.25), scale x0.75-1.33 (covers the unknown ACDC spacing and heart size), left-right
     flip (p 0.3), translation
     +-20 px around the heart (p 0.8) or +-70 px (p 0.2, so the network sees non-cardiac anatomy for the
@@ -248,8 +275,9 @@ def intensity_augment(img: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     blur = torch.rand(b, generator=gen) < 0.2
     if blur.any():
         k = torch.tensor([0.25, 0.5, 0.25])
-        k2 = (k[:, None] * k[None, :]).view(1, 1, 3, 3)
-        img[blur] = F.conv2d(F.pad(img[blur], (1, 1, 1, 1), mode="replicate"), k2)
+        ch = img.shape[1]
+        k2 = (k[:, None] * k[None, :]).view(1, 1, 3, 3).expand(ch, 1, 3, 3)
+        img[blur] = F.conv2d(F.pad(img[blur], (1, 1, 1, 1), mode="replicate"), k2, groups=ch)
     # Gaussian noise
     sigma = torch.rand(b, 1, 1, 1, generator=gen) * 0.06
     img = img + sigma * torch.randn(img.shape, generator=gen)
