@@ -57,7 +57,7 @@ from .net import UNet2D, count_parameters
 log = structlog.get_logger("cardiomics.models.segmenter.train")
 
 MODEL_ID = "cardiomics-sax-segmenter"
-MODEL_VERSION = "2.0.0"
+MODEL_VERSION = "2.1.0"
 DECAY_FRAC = 0.4
 
 
