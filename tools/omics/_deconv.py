@@ -38,11 +38,6 @@ def select_markers(prof: np.ndarray, n_per_type: int) -> np.ndarray:
     return np.array(sorted(chosen))
 
 
-def _nnls():
-    from scipy.optimize import nnls  # lazy: scipy.optimize costs ~0.25 s of import
-
-    return nnls
-
 
 def nnls_proportions(y: np.ndarray, a: np.ndarray, gene_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """NNLS proportions (spots x types) of rows ``y`` (spots x genes) on profiles ``a`` (genes x types).
@@ -50,6 +45,7 @@ def nnls_proportions(y: np.ndarray, a: np.ndarray, gene_weight: np.ndarray | Non
     Returns (proportions, residual norm per spot). A spot with no signal gets uniform
     proportions and a residual of NaN.
     """
+    from scipy.optimize import nnls  # lazy: scipy.optimize costs ~0.25 s of import
     w = np.ones(a.shape[0]) if gene_weight is None else gene_weight
     aw = a * w[:, None]
     props = np.zeros((y.shape[0], a.shape[1]))
@@ -59,7 +55,7 @@ def nnls_proportions(y: np.ndarray, a: np.ndarray, gene_weight: np.ndarray | Non
         if total <= 0:
             props[i] = 1.0 / a.shape[1]
             continue
-        coef, rnorm = _nnls()(aw, (y[i] / total) * w)
+        coef, rnorm = nnls(aw, (y[i] / total) * w)
         s = coef.sum()
         if s <= 0:
             props[i] = 1.0 / a.shape[1]
