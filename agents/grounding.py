@@ -5,7 +5,8 @@ precision it is written with (``62.4`` matches 62.36; ``62`` matches 61.6). A nu
 unit (``150.0 ml``, ``59.9 %``) must match a value carrying that unit (or a value without a known
 unit), so a volume cannot stand in for an ejection fraction. Thousands separators (``1,234``),
 decimal commas (``62,4``), leading decimals (``.45``) and scientific notation (``3e-4``) are read
-as the numbers they are. Every knowledge id in the text (``kb:…``, bracketed or not, alone or in a
+as the numbers they are, and so is a number glued to the abbreviation of a cardiac quantity
+(``EF45%``, ``LVEDV212ml``), while digits inside names (``MYH7``, ``COL1A1``, ``T1``) are not numbers. Every knowledge id in the text (``kb:…``, bracketed or not, alone or in a
 list) must be among the ids retrieval returned in this run; an id in any other spelling (``kb-…``)
 was never returned and is flagged.
 """
@@ -26,6 +27,13 @@ _NUMBER = re.compile(r"""
     (?:[eE][-−+]?\d+ | \s?[x×]\s?10\^[-−+]?\d+)?
     (?![\w.]*\d)
 """, re.X)
+# abbreviations a narrative may write with the number glued on (EF45%); other letters before a digit
+# make a name (MYH7, T1), not a number
+_GLUED = re.compile(r"""
+    \b(?:LV|RV)?(?:EF|EDVi?|ESVi?|SVi?|MASSi?)
+    (?P<number>[-−+]?\d+(?:\.\d+)?)
+    (?![\w.]*\d)
+""", re.X | re.I)
 _UNIT = re.compile(r"\s?(%|per\s?cent|percent|ml/m²|ml/m2|ml/m\^2|g/m²|g/m2|g/m\^2|mL|ml|kg|g|mm|cm|ms|bpm)(?![A-Za-z²])", re.I)
 _CITATION = re.compile(r"\bkb[:\-][A-Za-z0-9](?:[A-Za-z0-9_.:-]*[A-Za-z0-9])?")
 _UNIT_NAMES = {"%": "%", "percent": "%", "per cent": "%", "percent ": "%", "ml/m2": "ml/m²", "ml/m^2": "ml/m²",
@@ -86,6 +94,14 @@ def _parse(raw: str) -> tuple[float, int]:
     return float(s), max(decimals - exp, 0)
 
 
+def _numbers(scan: str) -> list[tuple[int, int, str]]:
+    """(start, end, text) of every number written in ``scan``, in reading order."""
+    found = {m.start(): (m.start(), m.end(), m.group()) for m in _NUMBER.finditer(scan)}
+    for m in _GLUED.finditer(scan):
+        found.setdefault(m.start("number"), (m.start("number"), m.end("number"), m.group("number")))
+    return [found[k] for k in sorted(found)]
+
+
 def check(text: str, values: Iterable[float], retrieved_ids: Iterable[str] = ()) -> list[str]:
     """Problems found in ``text``; an empty list means grounded."""
     pool = sorted({(float(v), getattr(v, "unit", None) or "") for v in values})
@@ -97,15 +113,14 @@ def check(text: str, values: Iterable[float], retrieved_ids: Iterable[str] = ())
             problems.append(f"citation [{match.group()}] was not returned by knowledge retrieval in this run")
     # ids are not numbers: blank them (keeping positions) before reading numbers
     scan = _CITATION.sub(lambda m: " " * len(m.group()), text)
-    for match in _NUMBER.finditer(scan):
-        raw = match.group()
+    for start, end, raw in _numbers(scan):
         x, decimals = _parse(raw)
         tol = 0.5 * 10 ** (-decimals) + 1e-9
-        unit_m = _UNIT.match(scan, match.end())
+        unit_m = _UNIT.match(scan, end)
         unit = _norm_unit(unit_m.group(1)) if unit_m else None
         ok_unit = (lambda u: not u or u == unit) if unit in units_known else (lambda u: True)
         if not any(ok_unit(u) and (abs(v - x) <= tol or abs(abs(v) - abs(x)) <= tol) for v, u in pool):
             where = f" {unit}" if unit else ""
-            problems.append(f"number {raw.strip()}{where} at character {match.start()} matches no tool output"
+            problems.append(f"number {raw.strip()}{where} at character {start} matches no tool output"
                             + (" with that unit" if unit in units_known else ""))
     return problems

@@ -22,6 +22,7 @@ from cardiomics.errors import AuditError, NotFoundError
 from cardiomics.hashing import canonical_json, sha256_text
 
 GENESIS = "0" * 64
+_BLOCK = 8192
 _RUN_ID = re.compile(r"^[A-Za-z0-9_.-]{1,80}$")
 
 
@@ -45,18 +46,30 @@ class _Chain:
         return event_dict
 
 
-def _tail(path: Path) -> tuple[int, str]:
-    """Sequence number and hash of the last complete line (a torn last line is not trusted)."""
-    if not path.exists():
+def _line_start(fh, end: int) -> int:
+    """Offset just after the last newline before ``end`` (0 if none), read backwards in blocks.
+
+    Appends look only at the end of the file, so a day-long trail costs the same to extend as a new one.
+    """
+    pos = end
+    while pos > 0:
+        start = max(0, pos - _BLOCK)
+        fh.seek(start)
+        i = fh.read(pos - start).rfind(b"\n")
+        if i >= 0:
+            return start + i + 1
+        pos = start
+    return 0
+
+
+def _tail(fh) -> tuple[int, str]:
+    """Sequence number and hash of the last line of a trail whose last write is complete."""
+    end = fh.seek(0, os.SEEK_END)
+    if end == 0:
         return 0, GENESIS
-    last = None
-    with open(path, "rb") as fh:
-        for raw in fh:
-            if raw.endswith(b"\n"):
-                last = raw
-    if last is None:
-        return 0, GENESIS
-    rec = json.loads(last)
+    start = _line_start(fh, end - 1)
+    fh.seek(start)
+    rec = json.loads(fh.read(end - start))
     return int(rec["seq"]), str(rec["hash"])
 
 
@@ -97,16 +110,20 @@ class AuditTrail:
 
     @staticmethod
     def _cut_torn_tail(fh) -> bytes | None:
-        fh.seek(0)
-        data = fh.read()
-        if not data or data.endswith(b"\n"):
+        end = fh.seek(0, os.SEEK_END)
+        if end == 0:
             return None
-        keep = data.rfind(b"\n") + 1
+        fh.seek(end - 1)
+        if fh.read(1) == b"\n":
+            return None
+        keep = _line_start(fh, end)
+        fh.seek(keep)
+        torn = fh.read()
         fh.truncate(keep)
-        return data[keep:]
+        return torn
 
     def _write(self, fh, event: str, actor: str, fields: dict[str, Any]) -> str:
-        seq, prev = _tail(self.path)
+        seq, prev = _tail(fh)
         out: list[str] = []
         logger = structlog.wrap_logger(
             structlog.PrintLogger(file=_Collect(out)),

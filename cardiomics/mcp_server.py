@@ -1,10 +1,12 @@
 """MCP face of the tool registry: a thin adapter, not a second implementation.
 
 Each registry tool becomes an MCP tool with the same name, description (the tool's docstring),
-input and output JSON schemas and truthful annotations. Calls run through ``call_tool`` (the same
-validation and provenance as in the graph). One middleware audits every call, once, in the daily
-``mcp-YYYYMMDD`` trail with the caller's identity (the bearer token's name over HTTP, ``mcp-stdio``
-locally), and, for a remote server, confines path arguments to an allow-listed root.
+input and output JSON schemas (less pydantic's per-field titles) and truthful annotations. Calls run
+through ``call_tool`` (the same validation and provenance as in the graph). One middleware audits
+every call, once, in the daily ``mcp-YYYYMMDD`` trail with the caller's identity (the bearer token's
+name over HTTP, ``mcp-stdio`` locally), and, for a remote server, confines path arguments to an
+allow-listed root. A successful call's line is written in the worker thread that ran the tool,
+before the result is returned.
 
 Model cards and signed (approved or rejected) reports are exposed as read-only resources; a
 ``/health`` route answers version and tool count without authentication (it reveals nothing else).
@@ -17,6 +19,8 @@ import json
 import os
 import re
 import time
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +29,7 @@ from fastmcp import FastMCP
 from fastmcp.exceptions import ResourceError, ToolError
 from fastmcp.server.middleware import Middleware, MiddlewareContext
 from fastmcp.tools.base import Tool, ToolResult
+from fastmcp.utilities.json_schema import compress_schema
 from mcp.types import ToolAnnotations
 
 from cardiomics import __version__
@@ -70,6 +75,29 @@ class TypedToolError(ToolError):
         self.error = error
 
 
+@dataclass
+class _PendingCall:
+    """The audit line of one tool call: prepared by the middleware, written once the call succeeds."""
+
+    settings: Settings
+    actor: str
+    transport: str
+    tool: str
+    args_sha256: str
+    started: float
+    written: bool = False
+
+    def succeeded(self, result_id: str | None) -> None:
+        mcp_trail(self.settings).append("tool_call", self.actor, transport=self.transport, tool=self.tool,
+                                        args_sha256=self.args_sha256, result_id=result_id,
+                                        duration_s=round(time.perf_counter() - self.started, 4))
+        self.written = True
+
+
+# set by AuditCalls around each call; asyncio.to_thread copies it into the tool's worker thread
+_PENDING: ContextVar[_PendingCall | None] = ContextVar("cardiomics_mcp_pending_call", default=None)
+
+
 class RegistryTool(Tool):
     """An MCP tool backed by one registry entry (validation, provenance and errors from ``call_tool``)."""
 
@@ -87,6 +115,11 @@ class RegistryTool(Tool):
         except CardiomicsError as exc:
             raise TypedToolError(exc.to_dict()) from None
         body = out.model_dump(mode="json")
+        pending = _PENDING.get()
+        if pending is not None:
+            # the audit line is written here, in the thread that ran the tool, before the result leaves:
+            # one thread hop per call instead of a second one for the audit
+            pending.succeeded(body["provenance"]["result_id"])
         return ToolResult(content=json.dumps(body), structured_content=body)
 
 
@@ -101,8 +134,11 @@ def _annotations(spec: ToolSpec) -> ToolAnnotations:
 
 
 def _tool(spec: ToolSpec, settings: Settings) -> RegistryTool:
+    # pydantic's per-field titles repeat the field names; clients walk the whole output schema on every
+    # result, so they are dropped here, as fastmcp does for its own function tools
     return RegistryTool(
-        name=spec.name, description=spec.description, parameters=spec.input_schema(), output_schema=spec.output_schema(),
+        name=spec.name, description=spec.description, parameters=compress_schema(spec.input_schema(), prune_titles=True),
+        output_schema=compress_schema(spec.output_schema(), prune_titles=True),
         annotations=_annotations(spec), spec=spec, server_settings=settings,
     )
 
@@ -157,7 +193,8 @@ class AuditCalls(Middleware):
                 await self._audit("tool_refused", actor, tool=name, args_sha256=args_hash, code=exc.code, reason=exc.message)
                 raise TypedToolError(exc.to_dict()) from None
             context = context.copy(message=context.message.model_copy(update={"arguments": arguments}))
-        started = time.perf_counter()
+        pending = _PendingCall(self.settings, actor, "http" if self.remote else "stdio", name, args_hash, time.perf_counter())
+        token = _PENDING.set(pending)
         try:
             result = await call_next(context)
         except TypedToolError as exc:
@@ -170,10 +207,11 @@ class AuditCalls(Middleware):
                                 hint="check the arguments against the tool's input schema").to_dict()
             await self._audit("tool_error", actor, tool=name, args_sha256=args_hash, code=typed["code"], error=typed["error"])
             raise TypedToolError(typed) from None
-        body = result.structured_content or {}
-        prov = body.get("provenance") or {}
-        await self._audit("tool_call", actor, tool=name, args_sha256=args_hash, result_id=prov.get("result_id"),
-                          duration_s=round(time.perf_counter() - started, 4))
+        finally:
+            _PENDING.reset(token)
+        if not pending.written:  # a result that did not come from a registry tool's worker thread
+            prov = (result.structured_content or {}).get("provenance") or {}
+            await asyncio.to_thread(pending.succeeded, prov.get("result_id"))
         return result
 
     async def on_read_resource(self, context: MiddlewareContext, call_next):

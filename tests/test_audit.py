@@ -78,6 +78,35 @@ def test_torn_write_leaves_verifiable_prefix_and_is_recorded(trail):
     assert events[-2:] == ["audit_recovered", "after_crash"]
 
 
+@pytest.mark.parametrize("size", [10, 8191, 8192, 20_000])
+def test_lines_longer_than_a_read_block_chain_and_recover(tmp_path, size):
+    # appends read the trail backwards in 8 KiB blocks: lines of any length must still chain
+    t = AuditTrail(tmp_path, "run-long")
+    t.append("tool_call", "processing", note="x" * size)
+    t.append("tool_call", "processing", note="y" * size)
+    with open(t.path, "ab") as fh:
+        fh.write(b'{"seq":3,"note":"' + b"z" * size)
+    t.append("after_crash", "system", note="w" * size)
+    recs = t.records()
+    assert [r["event"] for r in recs] == ["tool_call", "tool_call", "audit_recovered", "after_crash"]
+    assert recs[2]["discarded_bytes"] == size + 17 and [r["seq"] for r in recs] == [1, 2, 3, 4]
+    assert verify_file(t.path).ok
+
+
+def test_append_reads_only_the_end_of_the_trail(tmp_path):
+    # a day-long MCP trail grows by a line per call: extending it must not re-read (or re-parse) it all,
+    # so an append after an unreadable early line still chains from the last line, and verify names line 1
+    t = AuditTrail(tmp_path, "run-tail")
+    for i in range(3):
+        t.append("tool_call", "processing", i=i)
+    ls = t.path.read_text().splitlines(keepends=True)
+    t.path.write_text("not json at all\n" + "".join(ls[1:]))
+    rec = t.append("tool_call", "processing", i=3)
+    assert rec["seq"] == 4 and rec["prev_hash"] == json.loads(ls[2])["hash"]
+    r = verify_file(t.path)
+    assert not r.ok and r.first_bad_line == 1
+
+
 def test_once_key_writes_once(tmp_path):
     t = AuditTrail(tmp_path, "run-once")
     t.append("approval", "dr-a", once_key="approval:qc:1")
