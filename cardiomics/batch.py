@@ -12,6 +12,12 @@ system). A study is one task; a study that fails is recorded and the batch goes 
 written atomically with a manifest of hashes last, so a batch killed midway is resumed by running
 it again: studies whose outputs verify are skipped.
 
+Per-study height, weight and sex come from an optional covariates CSV (``study`` plus any of
+``height_cm``, ``weight_kg``, ``sex``), validated whole before any study runs. They reach
+``cardiac_function`` (BSA-indexed values, sex-specific reference ranges) and the study's row; the
+manifest records their digest, so when a CSV is given, a study finished with other covariates is
+analysed again (a rerun without one resumes and keeps what finished studies were analysed with).
+
 Layout of ``OUT``::
 
     phenotypes.parquet            one row per analysed study (all studies done so far)
@@ -21,13 +27,16 @@ Layout of ``OUT``::
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import os
+import re
 import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +57,7 @@ TABLE = "phenotypes.parquet"
 SUMMARY = "batch_summary.json"
 APPROVALS_NOTE = "not given: batch mode runs without the QC approval and sign-off checkpoints; reports stay drafts"
 _NIFTI = (".nii", ".nii.gz")
+COVARIATES = ("height_cm", "weight_kg", "sex")
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,7 @@ class BatchSummary(BaseModel):
     approvals: str = APPROVALS_NOTE
     table: str | None
     failures: list[StudyOutcome]
+    covariates: str | None = Field(None, description="The covariates CSV of this invocation, if any.")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,18 +128,142 @@ def _sha256(path: Path) -> str:
     return sha256_file(path)
 
 
-def verify_study(study_out: Path) -> bool:
-    """True when the manifest exists, every file it lists has its recorded hash and the audit chain verifies."""
+def verify_study(study_out: Path, covariates_digest: str | None = None) -> bool:
+    """True when the manifest exists, every file it lists has its recorded hash and the audit chain verifies.
+
+    With ``covariates_digest``, the study must also have been analysed with those covariates; a manifest
+    from before covariates were recorded counts as analysed with none."""
     from cardiomics.audit import verify_file
 
     try:
         manifest = json.loads((study_out / MANIFEST).read_text())
+        if covariates_digest is not None and manifest.get("covariates_sha256", covariates_sha256(None)) != covariates_digest:
+            log.info("study analysed with other covariates: analysing it again", study=study_out.name)
+            return False
         for rel, digest in manifest["files"].items():
             if _sha256(study_out / rel) != digest:
                 return False
         return verify_file(study_out / manifest["audit"]).ok
     except Exception:  # noqa: BLE001 - missing, unreadable or malformed outputs do not verify
         return False
+
+
+# ---------------------------------------------------------------------------------------------
+# covariates (height, weight, sex per study)
+
+Covariates = dict[str, float | str]
+_NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+# used only if cardiac_function's input model ever stops declaring bounds
+_PLAUSIBLE = {"height_cm": (50.0, 250.0), "weight_kg": (2.0, 400.0)}
+
+
+def covariates_sha256(covariates: Mapping[str, Any] | None) -> str:
+    """Digest of the covariates a study is analysed with; none at all is the digest of ``{}``."""
+    from cardiomics.hashing import sha256_json
+
+    return sha256_json(dict(covariates or {}))
+
+
+def _covariate_rules() -> tuple[dict[str, tuple[float, float]], tuple[str, ...]]:
+    """Open bounds of height and weight, and the sex values, of cardiac_function's input model:
+    the CSV is refused up front exactly where the tool would refuse the study later."""
+    from typing import get_args
+
+    from cardiomics.tools.imaging._function import CardiacFunctionInput
+
+    fields = CardiacFunctionInput.model_fields
+    bounds = {}
+    for name in ("height_cm", "weight_kg"):
+        meta = fields[name].metadata
+        lo = next((m.gt for m in meta if getattr(m, "gt", None) is not None), _PLAUSIBLE[name][0])
+        hi = next((m.lt for m in meta if getattr(m, "lt", None) is not None), _PLAUSIBLE[name][1])
+        bounds[name] = (float(lo), float(hi))
+    sexes = tuple(v for arg in get_args(fields["sex"].annotation) for v in get_args(arg))
+    return bounds, sexes
+
+
+def _number(raw: str, column: str, bounds: tuple[float, float], where: str) -> float:
+    if not _NUMBER.fullmatch(raw):
+        raise InputError("covariates-not-a-number", f"{where}: {column} {raw!r} is not a number",
+                         hint=f"write {column} as a plain number (e.g. 172.5), or leave the cell blank when unknown")
+    value, (lo, hi) = float(raw), bounds
+    if not (math.isfinite(value) and lo < value < hi):
+        raise InputError("covariates-out-of-range", f"{where}: {column} {raw!r} is out of range (must be above {lo:g} and below {hi:g})",
+                         hint="height in centimetres, weight in kilograms; leave the cell blank when unknown")
+    return value
+
+
+def _read_csv(src: Path) -> list[tuple[int, list[str]]]:
+    """Rows with the file line they end on (a spreadsheet's row number); blank rows dropped."""
+    try:
+        with src.open(newline="", encoding="utf-8-sig") as fh:  # -sig: spreadsheets often write a BOM
+            reader = csv.reader(fh)
+            return [(reader.line_num, [c.strip() for c in cells]) for cells in reader if any(c.strip() for c in cells)]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError("covariates-unreadable", f"cannot read covariates file {src}: {exc}",
+                         hint="pass a UTF-8 CSV file with a header row: study,height_cm,weight_kg,sex") from exc
+
+
+def _check_header(src: Path, header: list[str]) -> None:
+    if "study" not in header:
+        raise InputError("covariates-no-study-column", f"{src}: the header row has no 'study' column (found {', '.join(map(repr, header))})",
+                         hint="the first row names the columns: study, and any of height_cm, weight_kg, sex")
+    unknown = [h for h in header if h not in ("study", *COVARIATES)]
+    if unknown:
+        raise InputError("covariates-unknown-column", f"{src}: unknown column(s) {', '.join(map(repr, unknown))}",
+                         hint="allowed columns: study, height_cm, weight_kg, sex (spelled exactly so)")
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:
+        raise InputError("covariates-duplicate-column", f"{src}: column(s) {', '.join(map(repr, repeated))} appear more than once",
+                         hint="keep one column of each name")
+
+
+def _row_covariates(cells: dict[str, str], where: str, bounds: dict[str, tuple[float, float]], sexes: tuple[str, ...]) -> Covariates:
+    """One row's known values, normalised; blank cells (unknown) are left out."""
+    cov: Covariates = {}
+    for column in ("height_cm", "weight_kg"):
+        if cells.get(column):
+            cov[column] = _number(cells[column], column, bounds[column], where)
+    raw_sex = cells.get("sex", "")
+    if raw_sex:
+        if raw_sex.lower() not in sexes:
+            raise InputError("covariates-bad-sex", f"{where}: sex {raw_sex!r} is not one of {', '.join(sexes)}",
+                             hint=f"write {' or '.join(sexes)} (any case), or leave the cell blank when unknown")
+        cov["sex"] = raw_sex.lower()
+    return cov
+
+
+def load_covariates(path: str | Path, study_names: Iterable[str]) -> dict[str, Covariates]:
+    """Per-study covariates from a CSV, validated whole: any bad cell, duplicate or unknown study refuses the file."""
+    src = Path(path)
+    rows = _read_csv(src)
+    if not rows:
+        raise InputError("covariates-empty", f"{src} is empty", hint="the first row names the columns: study,height_cm,weight_kg,sex")
+    header = rows[0][1]
+    _check_header(src, header)
+    bounds, sexes = _covariate_rules()
+    found: dict[str, Covariates] = {}
+    first_row: dict[str, int] = {}
+    for line, values in rows[1:]:
+        if any(values[len(header):]):
+            raise InputError("covariates-bad-row", f"{src}, row {line}: more cells ({len(values)}) than columns ({len(header)})",
+                             hint="check for a stray comma or an unquoted value")
+        cells = dict(zip(header, values, strict=False))
+        study = cells.get("study", "")
+        if not study:
+            raise InputError("covariates-empty-study", f"{src}, row {line}: the study cell is blank",
+                             hint="name the study (its folder name) on every row, or delete the row")
+        if study in found:
+            raise InputError("covariates-duplicate-study", f"{src}, row {line}: study {study!r} already has a row (row {first_row[study]})",
+                             hint="keep one row per study")
+        found[study] = _row_covariates(cells, f"{src}, row {line}, study {study!r}", bounds, sexes)
+        first_row[study] = line
+    unmatched = sorted(set(found) - set(study_names))
+    if unmatched:
+        shown = ", ".join(map(repr, unmatched[:10])) + (f" and {len(unmatched) - 10} more" if len(unmatched) > 10 else "")
+        raise InputError("covariates-unknown-study", f"{src}: {len(unmatched)} study name(s) match no study in the folder: {shown}",
+                         hint="the study column holds the discovered names: subfolder names, or NIfTI file names without .nii/.nii.gz")
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,11 +287,13 @@ def _flatten(prefix: str, est: Any, row: dict[str, Any]) -> None:
     row[f"{prefix}_flag"] = est.get("flag")
 
 
-def phenotype_row(study: str, run_id: str, results: dict[str, Any]) -> dict[str, Any]:
-    """The flat row of one study: global function, AHA segment thickness and QC verdicts."""
+def phenotype_row(study: str, run_id: str, results: dict[str, Any], covariates: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The flat row of one study: the covariates it was indexed with, global function, AHA segment thickness and QC verdicts."""
     load, func = results["load_study"], results["cardiac_function"]
     row: dict[str, Any] = {"study": study, "run_id": run_id, "study_key": load["study_key"], "n_frames": load["n_frames"],
                            "n_slices": load["n_slices"], "ed_frame": func["ed_frame"], "es_frame": func["es_frame"]}
+    row.update({c: (covariates or {}).get(c) for c in COVARIATES})  # every row has the columns; None is unknown
+    row["bsa_m2"] = func.get("bsa_m2")
     for key, value in func.items():
         _flatten(key, value, row)
     reg = results.get("regional_function")
@@ -213,8 +350,9 @@ def _prepare_worker(n: int | None) -> None:
 
 
 def analyse_study(name: str, path: str, out_dir: str, salt: bytes, *, torch_threads: int | None = None,
-                  keep_artifacts: bool = False) -> dict[str, Any]:
-    """Analyse one study and write its outputs; returns a StudyOutcome as a dict. Never raises for a bad study."""
+                  keep_artifacts: bool = False, covariates: Covariates | None = None) -> dict[str, Any]:
+    """Analyse one study (with its height, weight and sex when known) and write its outputs;
+    returns a StudyOutcome as a dict. Never raises for a bad study."""
     from cardiomics.audit import AuditTrail
     from cardiomics.errors import CardiomicsError
     from cardiomics.tools import ArtifactStore, ToolContext
@@ -238,12 +376,13 @@ def analyse_study(name: str, path: str, out_dir: str, salt: bytes, *, torch_thre
 
         audit.append("run_start", "system", mode="batch", cardiomics_version=__version__, llm="none (deterministic planner)",
                      approvals=APPROVALS_NOTE, once_key="start")
-        results = _protocol(run_id, path, ToolContext(store=store, seed=0), audit, study_out)
-        row = phenotype_row(name, run_id, results)
+        results = _protocol(run_id, path, ToolContext(store=store, seed=0), audit, study_out, patient=covariates)
+        row = phenotype_row(name, run_id, results, covariates)
         _write_atomic(study_out / PHENOTYPES, json.dumps(row, indent=1, sort_keys=True))
         audit.append("run_finished", "system", status="draft", approvals="not-given", once_key="finished")
         files = {rel: _sha256(study_out / rel) for rel in (PHENOTYPES, REPORT_JSON, REPORT_HTML)}
         manifest = {"study": name, "run_id": run_id, "audit": f"audit/{run_id}.jsonl", "files": files,
+                    "covariates_sha256": covariates_sha256(covariates),
                     "finished_at": datetime.now(UTC).isoformat(timespec="seconds"), "approvals": APPROVALS_NOTE}
         _write_atomic(study_out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))  # last: marks the study done
         return StudyOutcome(study=name, status="done", run_id=run_id, seconds=round(time.perf_counter() - started, 3),
@@ -261,7 +400,7 @@ def analyse_study(name: str, path: str, out_dir: str, salt: bytes, *, torch_thre
                         worker=worker, error=error).model_dump()
 
 
-def _protocol(run_id: str, path: str, ctx, audit, study_out: Path) -> dict[str, Any]:
+def _protocol(run_id: str, path: str, ctx, audit, study_out: Path, patient: Covariates | None = None) -> dict[str, Any]:
     """The deterministic planner's steps with the approval checkpoints recorded as not given."""
     from cardiomics.agents.compose import compose
     from cardiomics.agents.executor import ToolExecutor
@@ -270,7 +409,7 @@ def _protocol(run_id: str, path: str, ctx, audit, study_out: Path) -> dict[str, 
     from cardiomics.tools.report import render_html
 
     planner = DeterministicPlanner()
-    state: dict[str, Any] = {"run_id": run_id, "study_path": str(Path(path).resolve()), "omics_path": None, "patient": {},
+    state: dict[str, Any] = {"run_id": run_id, "study_path": str(Path(path).resolve()), "omics_path": None, "patient": dict(patient or {}),
                              "results": {}, "status": "processing"}
 
     def step(role: str, fn) -> None:
@@ -374,13 +513,17 @@ Event = Callable[[StudyOutcome, int, int], None]
 
 
 def run_batch(studies_dir: str | Path, out_dir: str | Path, *, workers: int = 1, address: str | None = None,
-              on_result: Event | None = None, keep_artifacts: bool = False) -> BatchSummary:
-    """Analyse every study not already done; collect failures; write the Parquet table and the summary."""
+              on_result: Event | None = None, keep_artifacts: bool = False, covariates: str | Path | None = None) -> BatchSummary:
+    """Analyse every study not already done (with the same covariates, when a CSV is given); collect failures; write the Parquet table and the summary.
+
+    ``covariates`` is a CSV of per-study height_cm, weight_kg and sex (see ``load_covariates``); it is
+    validated before anything is written or started."""
     from dask.distributed import as_completed
 
     if workers < 1:
         raise InputError("bad-workers", f"--workers must be at least 1, got {workers}")
     studies = discover(studies_dir)
+    per_study = load_covariates(covariates, [s.name for s in studies]) if covariates is not None else {}
     out = Path(out_dir).resolve()
     (out / "studies").mkdir(parents=True, exist_ok=True)
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
@@ -388,7 +531,9 @@ def run_batch(studies_dir: str | Path, out_dir: str | Path, *, workers: int = 1,
     outcomes: list[StudyOutcome] = []
     todo: list[Study] = []
     for s in studies:
-        if verify_study(out / "studies" / s.name):
+        # without --covariates a rerun resumes: finished studies keep the covariates they were analysed with
+        wanted = covariates_sha256(per_study.get(s.name)) if covariates is not None else None
+        if verify_study(out / "studies" / s.name, wanted):
             outcomes.append(StudyOutcome(study=s.name, status="skipped"))
         else:
             todo.append(s)
@@ -405,7 +550,8 @@ def run_batch(studies_dir: str | Path, out_dir: str | Path, *, workers: int = 1,
             n_workers = len(client.scheduler_info().get("workers", {})) or workers
             threads = max(1, (os.cpu_count() or 1) // max(1, n_workers)) if not address else None
             futures = {client.submit(analyse_study, s.name, str(s.path), str(out), salt, torch_threads=threads,
-                                     keep_artifacts=keep_artifacts, key=f"study-{s.name}-{os.urandom(4).hex()}", pure=False): s
+                                     keep_artifacts=keep_artifacts, covariates=per_study.get(s.name),
+                                     key=f"study-{s.name}-{os.urandom(4).hex()}", pure=False): s
                        for s in todo}
             for fut in as_completed(futures):
                 s = futures[fut]
@@ -433,6 +579,7 @@ def run_batch(studies_dir: str | Path, out_dir: str | Path, *, workers: int = 1,
         failed=sum(o.status == "failed" for o in outcomes),
         studies_per_min=round(len(analysed) / wall * 60, 2) if analysed and wall > 0 else None,
         table=str(table) if table else None, failures=[o for o in outcomes if o.status == "failed"],
+        covariates=str(Path(covariates).resolve()) if covariates is not None else None,
     )
     _write_atomic(out / SUMMARY, summary.model_dump_json(indent=1))
     log.info("batch finished", done=summary.done, skipped=summary.skipped, failed=summary.failed, wall_s=summary.wall_s)

@@ -14,8 +14,9 @@ def register(app: typer.Typer, *, friendly, out, err) -> None:
               out_dir: Path = typer.Option(..., "--out", help="Output folder: phenotypes.parquet, per-study report drafts and audit trails."),
               workers: int = typer.Option(1, "--workers", help="Local worker processes; each runs one study at a time with cores / workers torch threads."),
               address: str | None = typer.Option(None, "--address", help="An existing Dask scheduler (tcp://host:8786) instead of a local cluster."),
-              keep_artifacts: bool = typer.Option(False, help="Keep each study's image stacks and label maps under OUT/studies/NAME/artifacts.")) -> None:
-        """Analyse every study without approval pauses (reports stay drafts); studies already done are skipped."""
+              keep_artifacts: bool = typer.Option(False, help="Keep each study's image stacks and label maps under OUT/studies/NAME/artifacts."),
+              covariates: str | None = typer.Option(None, "--covariates", help="CSV with a study column and any of height_cm, weight_kg, sex (blank = unknown): BSA-indexed values and sex-specific ranges.")) -> None:
+        """Analyse every study without approval pauses (reports stay drafts); studies already done are skipped (with --covariates, only those analysed with the same covariates)."""
         from rich.markup import escape
         from rich.progress import (
             BarColumn,
@@ -39,7 +40,8 @@ def register(app: typer.Typer, *, friendly, out, err) -> None:
                 progress.update(task, total=total, completed=n,
                                 description=escape(f"done {counts['done']} · skipped {counts['skipped']} · failed {counts['failed']} · last {outcome.study}"))
 
-            summary = run_batch(studies_dir, out_dir, workers=workers, address=address, on_result=on_result, keep_artifacts=keep_artifacts)
+            summary = run_batch(studies_dir, out_dir, workers=workers, address=address, on_result=on_result, keep_artifacts=keep_artifacts,
+                                covariates=covariates)
         rate = f"{summary.studies_per_min:.1f} studies/min" if summary.studies_per_min else "—"
         out.print(f"{summary.n_studies} studies: [green]{summary.done} done[/], {summary.skipped} skipped (already done), "
                   f"[red]{summary.failed} failed[/] in {summary.wall_s:.1f} s ({rate}, {summary.engine})", highlight=False)

@@ -6,8 +6,11 @@ nothing. The plaintext is shown once, when it is created. A token has a name (wh
 it); that name is what the audit trail records for every call made with it. Revoking removes the
 entry and takes effect on the next request (the file is re-read when it changes).
 
-Refused HTTP requests (no token, unknown or revoked token) are audited too, by a small ASGI
-middleware, so an attacker probing the server leaves a trace in the same hash-chained trail.
+A token expires (90 days by default, 0 days for never): a leaked or forgotten token stops working
+on its own. Entries written before expiry existed have no ``expires_at`` and never expire.
+
+Refused HTTP requests (no token, unknown or revoked token, expired token) are audited too, by a
+small ASGI middleware, so an attacker probing the server leaves a trace in the same hash-chained trail.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ import json
 import os
 import re
 import secrets
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -34,11 +39,47 @@ log = structlog.get_logger(__name__)
 TOKEN_PREFIX = "cmx_"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
+DEFAULT_EXPIRY_DAYS = 90
+MAX_EXPIRY_DAYS = 3650
+REASON_NO_TOKEN = "no bearer token"
+REASON_UNKNOWN = "unknown or revoked token"
+REASON_EXPIRED = "expired token"
+REASON_FORBIDDEN = "valid token, request forbidden"
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _parse_utc(text: str) -> datetime:
+    """An ISO time from the token file; one without a zone is read as UTC."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def expiry_days(value: object) -> int:
+    """``value`` as a whole number of days in 0..MAX_EXPIRY_DAYS (0: no expiry), else an InputError."""
+    days: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        days = value
+    elif isinstance(value, str) and re.fullmatch(r"\s*[0-9]{1,5}\s*", value):
+        days = int(value)
+    if days is None or not 0 <= days <= MAX_EXPIRY_DAYS:
+        raise InputError("bad-token-expiry",
+                         f"token expiry must be a whole number of days from 0 to {MAX_EXPIRY_DAYS}, not {str(value)[:40]!r}",
+                         hint=f"pass --expires-days N with N in 0..{MAX_EXPIRY_DAYS}; 0 means the token never expires "
+                              f"(the default is {DEFAULT_EXPIRY_DAYS})")
+    return days
 
 
 def mcp_trail(settings: Settings) -> AuditTrail:
     """The daily trail where MCP calls and refusals are recorded (one file per UTC day)."""
-    return AuditTrail(settings.audit_dir, f"mcp-{datetime.now(timezone.utc):%Y%m%d}")
+    return AuditTrail(settings.audit_dir, f"mcp-{utc_now():%Y%m%d}")
 
 
 def token_digest(token: str) -> str:
@@ -50,14 +91,37 @@ class TokenEntry:
     name: str
     sha256: str
     created_at: str
+    expires_at: str | None = None  # UTC ISO seconds; None: never (0 days, or an entry from before expiry existed)
+
+    @classmethod
+    def from_json(cls, e: dict[str, Any]) -> TokenEntry:
+        entry = cls(e["name"], e["sha256"], e["created_at"], e.get("expires_at"))
+        entry.expiry()  # a malformed time fails here, when the file is read, not on some later request
+        return entry
+
+    def expiry(self) -> datetime | None:
+        return None if self.expires_at is None else _parse_utc(self.expires_at)
+
+    def expires_epoch(self) -> int | None:
+        """Expiry as epoch seconds, the form fastmcp's ``AccessToken.expires_at`` takes."""
+        expiry = self.expiry()
+        return None if expiry is None else int(expiry.timestamp())
+
+    def expired(self, now: datetime) -> bool:
+        expiry = self.expiry()
+        return expiry is not None and expiry <= now
 
 
 class TokenStore:
-    """``<CARDIOMICS_HOME>/mcp_tokens.json``: name, SHA-256 and creation time of each token."""
+    """``<CARDIOMICS_HOME>/mcp_tokens.json``: name, SHA-256, creation and expiry time of each token.
 
-    def __init__(self, settings: Settings) -> None:
+    ``now`` is the clock expiry is judged by (UTC); tests pass their own.
+    """
+
+    def __init__(self, settings: Settings, *, now: Clock = utc_now) -> None:
         self.path = settings.home / "mcp_tokens.json"
-        self._cache: tuple[float, int, dict[str, TokenEntry]] | None = None
+        self.now = now
+        self._cache: tuple[tuple[int, int, int], dict[str, TokenEntry]] | None = None
 
     # -- file access -----------------------------------------------------------------------
     def _read(self) -> dict[str, TokenEntry]:
@@ -65,8 +129,8 @@ class TokenStore:
             return {}
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-            return {e["name"]: TokenEntry(e["name"], e["sha256"], e["created_at"]) for e in data.get("tokens", [])}
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+            return {e["name"]: TokenEntry.from_json(e) for e in data.get("tokens", [])}
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
             raise PolicyError("token-file-corrupt", f"{self.path} cannot be read as a token list ({type(exc).__name__})",
                               hint="revoke by deleting the file and create new tokens with `cardiomics mcp token create NAME`") from None
 
@@ -79,74 +143,99 @@ class TokenStore:
             json.dump(body, fh, indent=2)
         os.replace(tmp, self.path)
 
-    def _locked(self):
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Serialise read-modify-write of the token file between processes (released when the file closes)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fh = open(self.path.with_name(".mcp_tokens.lock"), "w")
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        return fh
+        with open(self.path.with_name(".mcp_tokens.lock"), "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
 
     # -- operations --------------------------------------------------------------------------
-    def create(self, name: str) -> str:
-        """A new token for ``name``; returns the plaintext (shown once, never stored)."""
+    def create(self, name: str, expires_days: int = DEFAULT_EXPIRY_DAYS) -> str:
+        """A new token for ``name`` valid ``expires_days`` days (0: no expiry); returns the plaintext (shown once, never stored)."""
         if not _NAME.match(name):
             raise InputError("bad-token-name", f"token name {name[:80]!r} is not allowed",
                              hint="1-64 characters: letters, digits and _ . @ -, starting with a letter or digit")
-        lock = self._locked()
-        try:
+        days = expiry_days(expires_days)
+        with self._locked():
             entries = self._read()
             if name in entries:
                 raise PolicyError("token-exists", f"a token named {name!r} exists",
                                   hint=f"revoke it first: `cardiomics mcp token revoke {name}`")
             token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-            entries[name] = TokenEntry(name, token_digest(token), datetime.now(timezone.utc).isoformat(timespec="seconds"))
+            created = self.now().replace(microsecond=0)
+            expires = _iso(created + timedelta(days=days)) if days else None
+            entries[name] = TokenEntry(name, token_digest(token), _iso(created), expires)
             self._write(entries)
-        finally:
-            lock.close()
         return token
 
     def revoke(self, name: str) -> None:
-        lock = self._locked()
-        try:
+        with self._locked():
             entries = self._read()
             if name not in entries:
                 raise NotFoundError("unknown-token", f"no token named {name[:80]!r}", hint="see `cardiomics mcp token list`")
             del entries[name]
             self._write(entries)
-        finally:
-            lock.close()
 
     def list(self) -> list[TokenEntry]:
         return sorted(self._read().values(), key=lambda e: e.name)
 
-    def lookup(self, token: str) -> TokenEntry | None:
-        """The entry whose hash matches ``token`` (constant-time compare), re-reading the file when it changed."""
+    def usable(self) -> list[TokenEntry]:
+        """The tokens that have not expired."""
+        now = self.now()
+        return [e for e in self.list() if not e.expired(now)]
+
+    def find(self, token: str) -> TokenEntry | None:
+        """The entry whose hash matches ``token``, expired or not (constant-time compare), re-reading the file when it changed."""
         try:
             st = self.path.stat()
-            stamp = (st.st_mtime, st.st_size)
         except FileNotFoundError:
             return None
-        if self._cache is None or self._cache[:2] != stamp:
-            self._cache = (*stamp, self._read())
+        # the inode changes on every atomic rewrite, so an edit that keeps size and mtime tick is still seen
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        if self._cache is None or self._cache[0] != stamp:
+            self._cache = (stamp, self._read())
         digest = token_digest(token)
         found = None
-        for entry in self._cache[2].values():
+        for entry in self._cache[1].values():
             if hmac.compare_digest(entry.sha256, digest):
                 found = entry
         return found
 
+    def lookup(self, token: str) -> TokenEntry | None:
+        """The entry that ``token`` authenticates: it matches and has not expired."""
+        entry = self.find(token)
+        if entry is None or entry.expired(self.now()):
+            return None
+        return entry
 
-def token_verifier(settings: Settings):
-    """A fastmcp ``TokenVerifier`` backed by the token file; the token's name becomes ``client_id``."""
+    def refusal_reason(self, token: str) -> str:
+        """Why a request that presented ``token`` may have been refused, for the audit trail."""
+        if not token:
+            return REASON_NO_TOKEN
+        entry = self.find(token)
+        if entry is None:
+            return REASON_UNKNOWN
+        return REASON_EXPIRED if entry.expired(self.now()) else REASON_FORBIDDEN
+
+
+def token_verifier(settings: Settings, *, store: TokenStore | None = None):
+    """A fastmcp ``TokenVerifier`` backed by the token file; the token's name becomes ``client_id``.
+
+    Expired tokens are refused here; the expiry is also handed to fastmcp (``expires_at``, epoch
+    seconds), which refuses a token past it on its own clock as well.
+    """
     from fastmcp.server.auth import AccessToken, TokenVerifier
 
-    store = TokenStore(settings)
+    tokens = store or TokenStore(settings)
 
     class FileTokenVerifier(TokenVerifier):
         async def verify_token(self, token: str) -> AccessToken | None:
-            entry = store.lookup(token)
+            entry = tokens.lookup(token)
             if entry is None:
                 return None
-            return AccessToken(token=token, client_id=entry.name, scopes=[], expires_at=None)
+            return AccessToken(token=token, client_id=entry.name, scopes=[], expires_at=entry.expires_epoch())
 
     return FileTokenVerifier()
 
@@ -154,14 +243,15 @@ def token_verifier(settings: Settings):
 class AuditRefusals:
     """ASGI middleware: every HTTP request answered 401/403 is written to the MCP audit trail.
 
-    It records why (no bearer token, or a token that matches none), the method and path and the
-    client address, and a 12-hex prefix of the presented token's hash (enough to correlate
-    repeated attempts, useless for forging a token). It never records the token itself.
+    It records why (no bearer token, a token that matches none, an expired token), the method and
+    path and the client address, and a 12-hex prefix of the presented token's hash (enough to
+    correlate repeated attempts, useless for forging a token). It never records the token itself.
     """
 
     def __init__(self, app, settings: Settings) -> None:
         self.app = app
         self.settings = settings
+        self.tokens = TokenStore(settings)
 
     async def __call__(self, scope: dict[str, Any], receive, send) -> None:
         if scope.get("type") != "http":
@@ -179,13 +269,19 @@ class AuditRefusals:
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         auth = headers.get("authorization", "")
         presented = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-        reason = "no bearer token" if not presented else "unknown or revoked token"
         client = scope.get("client") or ("?", 0)
-        fields: dict[str, Any] = {"status": status, "reason": reason, "method": scope.get("method", ""),
+        fields: dict[str, Any] = {"status": status, "reason": self._reason(presented), "method": scope.get("method", ""),
                                   "path": str(scope.get("path", ""))[:200], "client": str(client[0])}
         if presented:
             fields["token_sha256_prefix"] = token_digest(presented)[:12]
         try:
             mcp_trail(self.settings).append("auth_refused", "unauthenticated", **fields)
-        except Exception:  # noqa: BLE001 - a refusal must stay a refusal even if the trail cannot be written
-            log.error("could not audit a refused request", exc_info=True)
+        except Exception:  # a refusal must stay a refusal even if the trail cannot be written
+            log.exception("could not audit a refused request")
+
+    def _reason(self, presented: str) -> str:
+        try:
+            return self.tokens.refusal_reason(presented)
+        except Exception:  # an unreadable token file must not stop the refusal being recorded
+            log.exception("could not classify a refused token")
+            return REASON_UNKNOWN if presented else REASON_NO_TOKEN

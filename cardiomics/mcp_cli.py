@@ -6,7 +6,7 @@ Heavy imports (fastmcp, the tool registry, uvicorn) happen inside the commands, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 
@@ -25,8 +25,9 @@ def register(app: typer.Typer, *, friendly, out, err) -> None:
             host: str = typer.Option("127.0.0.1", help="Address to bind (HTTP)."),
             port: int = typer.Option(8766, help="Port (HTTP)."),
             no_auth: bool = typer.Option(False, "--no-auth", help="HTTP without bearer tokens: loopback addresses only."),
-            root: Optional[Path] = typer.Option(None, help="Folder remote callers may name files under "
-                                                         "(default: $CARDIOMICS_MCP_ROOT or the working directory).")) -> None:
+            root: Annotated[Path | None, typer.Option(help="Folder remote callers may name files under "
+                                                           "(default: $CARDIOMICS_MCP_ROOT or the working directory).")] = None,
+            ) -> None:
         """Serve every registered tool over MCP (stdio by default)."""
         if ctx.invoked_subcommand is not None:
             return
@@ -34,33 +35,47 @@ def register(app: typer.Typer, *, friendly, out, err) -> None:
 
     @token_app.command("create")
     @friendly
-    def token_create(name: str = typer.Argument(..., help="Who or what will hold the token (recorded in the audit trail).")) -> None:
+    def token_create(name: str = typer.Argument(..., help="Who or what will hold the token (recorded in the audit trail)."),
+                     expires_days: Annotated[str | None, typer.Option(
+                         "--expires-days", metavar="N",
+                         help="Days until the token expires, 0..3650 (default 90); 0 means it never expires.")] = None,
+                     ) -> None:
         """Create a token and print it once; only its SHA-256 is stored."""
-        from cardiomics.config import Settings
-        from cardiomics.mcp_auth import TokenStore
+        from rich.markup import escape
 
-        token = TokenStore(Settings.from_env().ensure()).create(name)
-        err.print(f"token [bold]{name}[/] created; it is shown once, store it now:", highlight=False)
+        from cardiomics.config import Settings
+        from cardiomics.mcp_auth import DEFAULT_EXPIRY_DAYS, TokenStore, expiry_days
+
+        # read as text so that "abc" or "1.5" get the same typed error as an out-of-range number
+        days = DEFAULT_EXPIRY_DAYS if expires_days is None else expiry_days(expires_days)
+        store = TokenStore(Settings.from_env().ensure())
+        token = store.create(name, expires_days=days)
+        entry = next(e for e in store.list() if e.name == name)
+        expiry = f"expires {entry.expires_at}" if entry.expires_at else "never expires"
+        err.print(f"token [bold]{escape(name)}[/] created ({expiry}); it is shown once, store it now:", highlight=False)
         out.print(token, highlight=False, soft_wrap=True)
 
     @token_app.command("list")
     @friendly
     def token_list() -> None:
-        """List token names and creation times (never the tokens)."""
+        """List token names, creation and expiry times (never the tokens)."""
         from rich.table import Table
 
         from cardiomics.config import Settings
         from cardiomics.mcp_auth import TokenStore
 
-        entries = TokenStore(Settings.from_env()).list()
+        store = TokenStore(Settings.from_env())
+        entries = store.list()
         if not entries:
             out.print("no MCP tokens; create one with `cardiomics mcp token create NAME`")
             return
+        now = store.now()
         table = Table()
-        for col in ("name", "created", "sha256 (prefix)"):
+        for col in ("name", "created", "expires", "sha256 (prefix)"):
             table.add_column(col)
         for e in entries:
-            table.add_row(e.name, e.created_at, e.sha256[:12] + "…")
+            expires = "never" if e.expires_at is None else e.expires_at + (" expired" if e.expired(now) else "")
+            table.add_row(e.name, e.created_at, expires, e.sha256[:12] + "…")
         out.print(table)
 
     @token_app.command("revoke")
@@ -74,7 +89,7 @@ def register(app: typer.Typer, *, friendly, out, err) -> None:
         out.print(f"revoked {name}", highlight=False)
 
 
-def _serve(*, http: bool, host: str, port: int, no_auth: bool, root: Optional[Path], err) -> None:
+def _serve(*, http: bool, host: str, port: int, no_auth: bool, root: Path | None, err) -> None:
     from cardiomics.config import Settings
     from cardiomics.mcp_auth import LOOPBACK, TokenStore
 
@@ -97,6 +112,11 @@ def _serve(*, http: bool, host: str, port: int, no_auth: bool, root: Optional[Pa
     elif not TokenStore(settings).list():
         err.print("[bold red]refused[/]: no MCP tokens exist; create one with `cardiomics mcp token create NAME` "
                   "(or use --no-auth on 127.0.0.1 for local experiments)", highlight=False)
+        raise typer.Exit(2)
+    elif not TokenStore(settings).usable():
+        err.print("[bold red]refused[/]: every MCP token has expired; create a new one with "
+                  "`cardiomics mcp token create NAME` (see `cardiomics mcp token list`; revoke the expired ones)",
+                  highlight=False)
         raise typer.Exit(2)
     elif host not in LOOPBACK:
         err.print(f"[yellow]serving on {host}: tokens travel in clear over plain HTTP; put a TLS proxy in front[/]", highlight=False)

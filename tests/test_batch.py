@@ -1,9 +1,12 @@
-"""`cardiomics batch` on a small generated cohort: killed midway and resumed, a corrupt study reported and skipped."""
+"""`cardiomics batch` on a small generated cohort: killed midway and resumed, a corrupt study reported and skipped;
+per-study covariates index the volumes, a changed covariate re-runs its study, bad covariate files are refused."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,9 +20,12 @@ from cardiomics.batch import (
     REPORT_JSON,
     SUMMARY,
     TABLE,
+    covariates_sha256,
     discover,
+    run_batch,
     verify_study,
 )
+from cardiomics.errors import InputError
 from cardiomics.synthetic.cohort_dicom import TRUTH_FILE, write_cohort
 
 N_STUDIES, CORRUPT = 4, 2
@@ -43,9 +49,9 @@ def _env(tmp: Path, knowledge: Path) -> dict:
             "CARDIOMICS_KNOWLEDGE_DIR": str(knowledge), "COLUMNS": "200"}
 
 
-def _batch(cohort: Path, out: Path, env: dict, workers: int = 1) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cardiomics.cli", "batch", str(cohort), "--out", str(out), "--workers", str(workers)],
-                          capture_output=True, text=True, env=env, timeout=600, check=False)
+def _batch(cohort: Path, out: Path, env: dict, workers: int = 1, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cardiomics.cli", "batch", str(cohort), "--out", str(out), "--workers", str(workers),
+                           *extra], capture_output=True, text=True, env=env, timeout=600, check=False)
 
 
 def _manifests(out: Path) -> dict[str, dict]:
@@ -130,8 +136,6 @@ def test_killed_batch_resumes_the_remainder_and_reports_the_corrupt_study(cohort
             assert "SYNTHETIC^" not in text and "SYN-00" not in text, f
 
     # an output that no longer matches its manifest does not verify: the next run analyses that study again
-    from cardiomics.batch import run_batch
-
     target = out / "studies" / "study-0001" / "phenotypes.json"
     target.write_text(target.read_text().replace('"draft"', '"approved"'))
     assert not verify_study(target.parent)
@@ -140,3 +144,136 @@ def test_killed_batch_resumes_the_remainder_and_reports_the_corrupt_study(cohort
     third = run_batch(cohort, out, workers=1)
     assert (third.done, third.skipped, third.failed) == (1, N_STUDIES - 2, 1)
     assert verify_study(target.parent) and '"approved"' not in target.read_text()
+
+
+# ---------------------------------------------------------------------------------------------
+# covariates: height, weight and sex per study
+
+HEIGHT, WEIGHT = 180.0, 81.0  # study-0000 only; study-0001 has no row
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory) -> Path:
+    return write_cohort(tmp_path_factory.mktemp("pair") / "studies", 2, seed=11, n_frames=10, n_slices=6, size=112)
+
+
+@pytest.fixture(scope="module")
+def indexed(pair, knowledge_dir, tmp_path_factory) -> tuple[Path, dict]:
+    """One CLI batch of the pair with a covariates file naming study-0000 only (sex in another case than the tool's)."""
+    tmp = tmp_path_factory.mktemp("indexed")
+    csv = tmp / "covariates.csv"
+    csv.write_text(f"study,height_cm,weight_kg,sex\nstudy-0000,{HEIGHT},{WEIGHT}, Male \n")
+    out, env = tmp / "out", _env(tmp, knowledge_dir)
+    res = _batch(pair, out, env, 1, "--covariates", str(csv))
+    assert res.returncode == 0, res.stdout + res.stderr
+    return out, env
+
+
+def _bsa(height_cm: float, weight_kg: float) -> float:
+    return math.sqrt(height_cm * weight_kg / 3600.0)  # Mosteller, computed here independently of the tool
+
+
+def test_covariates_index_the_row_of_their_study_only(indexed):
+    import pandas as pd
+
+    out, _ = indexed
+    summary = json.loads((out / SUMMARY).read_text())
+    assert (summary["done"], summary["skipped"], summary["failed"]) == (2, 0, 0)
+    assert summary["covariates"].endswith("covariates.csv")
+    rows = pd.read_parquet(out / TABLE).set_index("study")
+
+    with_cov = rows.loc["study-0000"]
+    assert (with_cov["height_cm"], with_cov["weight_kg"], with_cov["sex"]) == (HEIGHT, WEIGHT, "male")
+    bsa = _bsa(HEIGHT, WEIGHT)
+    assert with_cov["bsa_m2"] == pytest.approx(bsa, abs=1e-3)
+    assert with_cov["lv_edv_ml"] > 20
+    # both values are rounded to 0.1: the index may differ from EDV / BSA by under 0.05 / BSA + 0.05
+    assert with_cov["lv_edv_index_ml_m2"] == pytest.approx(with_cov["lv_edv_ml"] / bsa, abs=0.1)
+    assert with_cov["lv_mass_index_g_m2"] == pytest.approx(with_cov["lv_mass_g"] / bsa, abs=0.1)
+    assert with_cov["lv_edv_index_ml_m2_flag"] in {"low", "normal", "high"}
+
+    without = rows.loc["study-0001"]
+    assert without["lv_edv_ml"] > 20
+    for col in ("lv_edv_index_ml_m2", "lv_mass_index_g_m2", "bsa_m2", "height_cm", "weight_kg", "sex"):
+        assert pd.isna(without[col]), col
+
+    # the manifest records what each study was analysed with; the sex reached the tool's reference ranges
+    manifests = _manifests(out)
+    assert manifests["study-0000"]["covariates_sha256"] == covariates_sha256({"height_cm": HEIGHT, "weight_kg": WEIGHT, "sex": "male"})
+    assert manifests["study-0001"]["covariates_sha256"] == covariates_sha256({})
+    report = json.loads((out / "studies" / "study-0000" / REPORT_JSON).read_text())
+    assert "adult men" in json.dumps(report)
+    unknown_sex = json.loads((out / "studies" / "study-0001" / REPORT_JSON).read_text())
+    assert "adult men" not in json.dumps(unknown_sex) and "sex not given" in json.dumps(unknown_sex)
+
+
+def test_changed_covariates_rerun_only_that_study(indexed, tmp_path, monkeypatch):
+    import pandas as pd
+
+    src, env = indexed
+    out = tmp_path / "out"
+    shutil.copytree(src, out)
+    for k in ("CARDIOMICS_HOME", "CARDIOMICS_AUDIT_DIR", "CARDIOMICS_KNOWLEDGE_DIR"):
+        monkeypatch.setenv(k, env[k])
+    before = _manifests(out)
+    # a manifest written before covariates were recorded counts as "analysed with none"
+    legacy = out / "studies" / "study-0001" / MANIFEST
+    legacy.write_text(json.dumps({k: v for k, v in before["study-0001"].items() if k != "covariates_sha256"}))
+
+    csv = tmp_path / "covariates.csv"
+    csv.write_text(f"study,weight_kg,height_cm,sex\nstudy-0000,90,{HEIGHT},male\nstudy-0001,,,\n")
+    studies_dir = json.loads((src / SUMMARY).read_text())["studies_dir"]
+    second = run_batch(studies_dir, out, workers=1, covariates=csv)
+    assert (second.done, second.skipped, second.failed) == (1, 1, 0)
+    after = _manifests(out)
+    assert after["study-0000"]["run_id"] != before["study-0000"]["run_id"]
+    assert after["study-0001"]["run_id"] == before["study-0001"]["run_id"]
+    row = pd.read_parquet(out / TABLE).set_index("study").loc["study-0000"]
+    assert row["weight_kg"] == 90.0 and row["run_id"] == after["study-0000"]["run_id"]
+    assert row["lv_edv_index_ml_m2"] == pytest.approx(row["lv_edv_ml"] / _bsa(HEIGHT, 90.0), abs=0.1)
+
+    # unchanged covariates: nothing to do
+    third = run_batch(studies_dir, out, workers=1, covariates=csv)
+    assert (third.done, third.skipped, third.failed) == (0, 2, 0)
+    # a rerun without the CSV resumes: the indexed study is kept, not re-analysed without covariates
+    fourth = run_batch(studies_dir, out, workers=1)
+    assert (fourth.done, fourth.skipped, fourth.failed) == (0, 2, 0)
+    assert pd.read_parquet(out / TABLE).set_index("study").loc["study-0000", "weight_kg"] == 90.0
+
+
+@pytest.mark.parametrize(("text", "code", "words"), [
+    ("study,sex\nstudy-a,male\nstudy-c,female\n", "covariates-unknown-study", ["'study-c'"]),
+    ("study,sex\nstudy-a,male\nstudy-b,M\n", "covariates-bad-sex", ["row 3", "'study-b'", "sex", "'M'"]),
+    ("study,height_cm\nstudy-a,1.72m\n", "covariates-not-a-number", ["row 2", "'study-a'", "height_cm", "'1.72m'"]),
+    ("study,height_cm\nstudy-a,1.72\n", "covariates-out-of-range", ["row 2", "height_cm", "above 50", "below 250"]),
+    ("study,weight_kg\nstudy-a,70\nstudy-b,\nstudy-a,71\n", "covariates-duplicate-study", ["row 4", "'study-a'", "row 2"]),
+    ("study,age\nstudy-a,50\n", "covariates-unknown-column", ["'age'"]),
+    ("name,sex\nstudy-a,male\n", "covariates-no-study-column", ["'study'"]),
+])
+def test_bad_covariates_are_refused_before_any_work(tmp_path, monkeypatch, text, code, words):
+    from cardiomics import batch
+
+    studies = tmp_path / "studies"
+    for name in ("study-a", "study-b"):
+        (studies / name).mkdir(parents=True)
+    csv = tmp_path / "cov.csv"
+    csv.write_text(text)
+    monkeypatch.setattr(batch, "_client", lambda *a, **k: pytest.fail("a cluster was started"))
+    out = tmp_path / "out"
+    with pytest.raises(InputError) as exc:
+        run_batch(studies, out, covariates=csv)
+    assert exc.value.code == code
+    assert str(csv) in exc.value.message and exc.value.hint
+    for w in words:
+        assert w in exc.value.message, (w, exc.value.message)
+    assert not out.exists()
+
+
+def test_cli_refuses_an_unknown_study_name(tmp_path):
+    (tmp_path / "studies" / "study-a").mkdir(parents=True)
+    csv = tmp_path / "cov.csv"
+    csv.write_text("study,sex\nstudy-A,female\n")
+    res = _batch(tmp_path / "studies", tmp_path / "out", {**_env(tmp_path, tmp_path / "knowledge"), "COLUMNS": "400"}, 1, "--covariates", str(csv))
+    assert res.returncode == 2
+    assert "InputError[covariates-unknown-study]" in res.stderr and "'study-A'" in res.stderr
+    assert not (tmp_path / "out").exists()

@@ -65,3 +65,36 @@ def test_bad_argument_gets_typed_error(settings, args):
     body = json.loads(str(exc.value))
     assert body["error"] in ("InputError", "NotFoundError") and body["code"] and body["hint"]
     assert "Traceback" not in str(exc.value)
+
+
+def test_each_call_audited_once_before_its_result_returns(settings):
+    # registry tools write their line in the worker thread that ran them; a tool added to the server
+    # some other way is audited by the middleware after it returns; either way exactly one line
+    server = build_server(settings)
+
+    @server.tool
+    def echo(x: int) -> dict:
+        return {"x": x, "provenance": {"result_id": f"res-echo-{x}"}}
+
+    def trail_path():
+        return next(settings.audit_dir.glob("mcp-*.jsonl"))
+
+    seen = []
+
+    async def main():
+        async with fastmcp.Client(server) as c:
+            args = registry()["prediction_metrics"].example(ToolContext(store=ArtifactStore(settings.artifacts_dir)))
+            for i in range(3):
+                r = await c.call_tool("prediction_metrics", args)
+                # the line is on disk when the result arrives
+                last = json.loads(trail_path().read_text().splitlines()[-1])
+                seen.append((last["tool"], last["result_id"] == r.structured_content["provenance"]["result_id"]))
+                await c.call_tool("echo", {"x": i})
+
+    run(main())
+    records = [json.loads(line) for line in trail_path().read_text().splitlines()]
+    calls = [(r["tool"], r["result_id"]) for r in records if r["event"] == "tool_call"]
+    assert seen == [("prediction_metrics", True)] * 3
+    assert [t for t, _ in calls] == ["prediction_metrics", "echo"] * 3
+    assert [rid for t, rid in calls if t == "echo"] == ["res-echo-0", "res-echo-1", "res-echo-2"]
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))

@@ -25,6 +25,7 @@ PASSWORD = "correct horse battery"
 def processed(tmp_path_factory, phantom_study):
     """A home + audit dir holding one run that finished processing and waits for QC approval."""
     from cardiomics.agents.runs import Runs
+
     from cardiomics.config import Settings
 
     root = tmp_path_factory.mktemp("review-template")
@@ -108,7 +109,7 @@ def test_session_cookie_is_signed(tmp_path):
     signer = Signer(load_secret(tmp_path))
     cookie = signer.dump(Session.new(user="dr-ada"))
     assert signer.load(cookie).user == "dr-ada"
-    body, mac = cookie.rsplit(".", 1)
+    _, mac = cookie.rsplit(".", 1)
     forged = json.dumps({"c": "x", "u": "dr-evil", "t": 9e9}).encode()
     import base64
 
@@ -148,6 +149,103 @@ def test_anonymous_and_forged_decisions_are_refused(env):
     assert app.state.runs.status(run_id).waiting_for == "qc-approval"
 
 
+class _Clock:
+    """Monotonic seconds the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def login_app(settings, monkeypatch):
+    """An app for the login page only (no run is processed), a hand-moved throttle clock, and a count of password checks."""
+    from cardiomics.review import create_app
+    from cardiomics.review.accounts import Accounts
+    from cardiomics.review.throttle import LoginThrottle
+
+    monkeypatch.delenv("CARDIOMICS_REVIEW_USER_HEADER", raising=False)
+    accounts = Accounts(settings.home)
+    accounts.add("dr-ada", PASSWORD)
+    accounts.add("dr-bo", PASSWORD + "!")
+    app = create_app(settings, runs=object())  # the login routes never touch runs
+    clock = _Clock()
+    app.state.login_throttle = LoginThrottle(clock=clock)
+    checked: list[str] = []
+    check = app.state.accounts.check
+    monkeypatch.setattr(app.state.accounts, "check", lambda name, pw: checked.append(name) or check(name, pw))
+    return app, clock, checked
+
+
+def _from(app, address: str):
+    from fastapi.testclient import TestClient
+
+    return TestClient(app, follow_redirects=False, client=(address, 40000))
+
+
+def _try_login(client, name: str, password: str):
+    token = _csrf(client.get("/login").text)
+    return client.post("/login", data={"username": name, "password": password, "csrf_token": token, "next": "/"})
+
+
+def test_failed_logins_lock_username_and_address(login_app):
+    from structlog.testing import capture_logs
+
+    app, clock, checked = login_app
+    ada = _from(app, "10.0.0.1")
+    with capture_logs() as logs:
+        for _ in range(5):
+            assert _try_login(ada, "dr-ada", "wrong password").status_code == 401
+        locked = _try_login(ada, "dr-ada", PASSWORD)  # the right password, too late
+    assert locked.status_code == 429 and locked.headers["retry-after"] == "900"
+    assert "too many failed logins; try again in 15 minutes" in locked.text
+    assert checked == ["dr-ada"] * 5  # the locked attempt never reached the password check
+    (lock_line,) = [r for r in logs if r["event"] == "review logins locked after repeated failures"]
+    assert lock_line["log_level"] == "warning" and lock_line["user"] == "dr-ada" and lock_line["client"] == "10.0.0.1"
+    assert not any(PASSWORD in str(r) or "wrong password" in str(r) for r in logs)
+
+    assert _try_login(_from(app, "10.0.0.9"), "dr-ada", PASSWORD).status_code == 429  # the username is locked anywhere
+    assert _try_login(ada, "dr-bo", PASSWORD + "!").status_code == 429  # and the address for any username
+    assert _try_login(_from(app, "10.0.0.2"), "dr-bo", PASSWORD + "!").status_code == 303  # others are unaffected
+    assert len(checked) == 6
+
+    clock.t += 600
+    later = _try_login(ada, "dr-ada", PASSWORD)
+    assert later.status_code == 429 and later.headers["retry-after"] == "300" and "try again in 5 minutes" in later.text
+    clock.t += 300  # the window has passed
+    assert _try_login(ada, "dr-ada", PASSWORD).status_code == 303
+
+
+def test_successful_login_resets_the_username_counter(login_app):
+    app, _, _ = login_app
+    first, second = _from(app, "10.0.0.1"), _from(app, "10.0.0.3")
+    for _ in range(4):
+        assert _try_login(first, "dr-ada", "wrong password").status_code == 401
+    assert _try_login(first, "dr-ada", PASSWORD).status_code == 303
+    for _ in range(4):  # eight failures for dr-ada in the window, but a success came between
+        assert _try_login(second, "dr-ada", "wrong password").status_code == 401
+    assert _try_login(second, "dr-ada", PASSWORD).status_code == 303
+
+
+def test_login_throttle_limits_are_parameters():
+    from cardiomics.review.throttle import Attempt, Lockout, LoginThrottle
+
+    clock = _Clock()
+    throttle = LoginThrottle(max_failures=2, window_s=60, clock=clock)
+    first = throttle.admit("dr-x", "10.0.0.1")
+    assert isinstance(first, Attempt) and throttle.failed(first) is None
+    clock.t += 10
+    second = throttle.admit("dr-x", "10.0.0.1")
+    assert isinstance(second, Attempt) and throttle.failed(second) == Lockout(50)  # the first failure ages out first
+    assert throttle.admit("dr-x", "10.0.0.7") == Lockout(50)
+    clock.t += 50
+    assert isinstance(throttle.admit("dr-x", "10.0.0.7"), Attempt)
+    with pytest.raises(ValueError):
+        LoginThrottle(max_failures=0)
+
+
 def test_trusted_proxy_header_names_the_reviewer(env):
     from cardiomics.review import create_app
 
@@ -184,7 +282,7 @@ def test_qc_page_overlays_and_approval(env):
 
     page = client.get(f"/runs/{run_id}/qc").text
     res = app.state.runs.graph.get_state(app.state.runs._config(run_id)).values["results"]
-    n_slices, ed, es = res["segment"]["n_slices"], res["cardiac_function"]["ed_frame"], res["cardiac_function"]["es_frame"]
+    n_slices, ed = res["segment"]["n_slices"], res["cardiac_function"]["ed_frame"]
     assert len(re.findall(r'qc/slice\.png\?frame=\d+&amp;slice=\d+', page)) == 2 * n_slices
     png = client.get(f"/runs/{run_id}/qc/slice.png", params={"frame": ed, "slice": n_slices // 2})
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
@@ -209,7 +307,7 @@ def _to_signoff(app, run_id: str) -> None:
 
 
 def test_report_page_figures_and_provenance(env):
-    app, settings, run_id = env
+    app, _, run_id = env
     _to_signoff(app, run_id)
     client = _client(app)
     _login(client, "dr-ada", PASSWORD)
@@ -244,7 +342,7 @@ def test_report_page_figures_and_provenance(env):
 def test_grounding_flags_are_shown_prominently(env):
     from cardiomics.tools.report import Report
 
-    app, settings, run_id = env
+    app, _, run_id = env
     _to_signoff(app, run_id)
     store = app.state.runs.services.reports
     flagged = store.load(run_id).model_copy(update={"version": 9, "grounding_flags": ["number 72.0 is not in any tool output"]})
@@ -260,7 +358,7 @@ def test_grounding_flags_are_shown_prominently(env):
 
 
 def test_changes_requested_new_version_diff_and_stale_page(env):
-    app, settings, run_id = env
+    app, _, run_id = env
     _to_signoff(app, run_id)
     ada, bo = _client(app), _client(app)
     ada_token, bo_token = _login(ada, "dr-ada", PASSWORD), _login(bo, "dr-bo", PASSWORD + "!")
@@ -278,9 +376,9 @@ def test_changes_requested_new_version_diff_and_stale_page(env):
     assert app.state.runs.status(run_id).report_version == 2
 
     page = ada.get(f"/runs/{run_id}/report").text
-    assert 'href="/runs/%s/report?version=1"' % run_id in page and 'href="/runs/%s/report?version=2"' % run_id in page
+    assert f'href="/runs/{run_id}/report?version=1"' in page and f'href="/runs/{run_id}/report?version=2"' in page
     diff = ada.get(f"/runs/{run_id}/diff", params={"a": 1, "b": 2}).text
-    ins = re.findall(r"<ins>(.*?)</ins>", diff, re.S)
+    ins = re.findall(r"<ins>(.*?)</ins>", diff, re.DOTALL)
     assert any("mention the RV size" in x for x in ins)
     assert 'class="changed"' not in diff  # numbers did not change between drafts
     for fmt, kind in (("json", "application/json"), ("html", "text/html")):
@@ -353,9 +451,9 @@ def test_signed_report_pdf_renders_and_matches_audit(env, tmp_path):
     path = tmp_path / "signed.pdf"
     path.write_bytes(pdf.content)
     info = subprocess.run(["pdfinfo", str(path)], capture_output=True, text=True, check=True).stdout
-    embedded = re.search(r"^Subject:\s+report_sha256=([0-9a-f]{64})$", info, re.M).group(1)
+    embedded = re.search(r"^Subject:\s+report_sha256=([0-9a-f]{64})$", info, re.MULTILINE).group(1)
     assert embedded == audit_line["report_sha256"] == signed.content_sha256()
-    pages = int(re.search(r"^Pages:\s+(\d+)", info, re.M).group(1))
+    pages = int(re.search(r"^Pages:\s+(\d+)", info, re.MULTILINE).group(1))
     subprocess.run(["pdftoppm", "-r", "40", "-png", str(path), str(tmp_path / "page")], check=True, timeout=120)
     rendered = sorted(tmp_path.glob("page*.png"))
     assert len(rendered) == pages >= 2

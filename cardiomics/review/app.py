@@ -23,6 +23,7 @@ from cardiomics.errors import CardiomicsError
 from .accounts import Accounts
 from .security import LoginRequired, login_url
 from .sessions import COOKIE, MAX_AGE_S, Session, Signer, load_secret
+from .throttle import LoginThrottle
 
 log = structlog.get_logger(__name__)
 HERE = Path(__file__).parent
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None, *, runs=None, user_header: str 
     app.state.settings = settings
     app.state.runs = runs or Runs(settings)
     app.state.accounts = Accounts(settings.home)
+    app.state.login_throttle = LoginThrottle()  # failed-login counters of this process (see throttle.py)
     app.state.signer = Signer(load_secret(settings.home))
     app.state.user_header = (user_header if user_header is not None else os.environ.get(USER_HEADER_ENV, "")).strip() or None
     app.state.templates = Jinja2Templates(directory=HERE / "templates")

@@ -21,6 +21,7 @@ from .diff import diff as report_diff
 from .pdf import render_pdf
 from .security import api_user, page_user, require_csrf, safe_next, session
 from .sessions import Session
+from .throttle import Lockout, app_throttle
 
 log = structlog.get_logger(__name__)
 router = APIRouter()
@@ -83,12 +84,29 @@ def login_page(request: Request, next: str = "/"):
 def login(request: Request, username: str = Form(""), password: str = Form(""), next: str = Form("/"),
           csrf_token: str = Form("")):
     require_csrf(request, csrf_token)
+    address = request.client.host if request.client else "unknown"
+    throttle = app_throttle(request.app)
+    attempt = throttle.admit(username, address)
+    if isinstance(attempt, Lockout):  # refused before the password is looked at: no scrypt work, no confirmation
+        log.info("review login throttled", user=username[:64], client=address, retry_after_s=attempt.retry_after_s)
+        return _locked_out(request, next, attempt)
     if not request.app.state.accounts.check(username, password):
-        log.warning("review login refused", user=username[:64])
+        log.warning("review login refused", user=username[:64], client=address)
+        lockout = throttle.failed(attempt)
+        if lockout is not None:
+            log.warning("review logins locked after repeated failures", user=username[:64], client=address,
+                        max_failures=throttle.max_failures, window_s=throttle.window_s, retry_after_s=lockout.retry_after_s)
         return _render(request, "login.html", status_code=401, next=safe_next(next), error="Unknown reviewer or wrong password.", user=None)
+    throttle.succeeded(attempt)
     request.state.session = Session.new(user=username)  # new CSRF token on login
     log.info("review login", user=username)
     return RedirectResponse(safe_next(next), status_code=303)
+
+
+def _locked_out(request: Request, next: str, lockout: Lockout) -> HTMLResponse:
+    response = _render(request, "login.html", status_code=429, next=safe_next(next), error=lockout.message() + ".", user=None)
+    response.headers["Retry-After"] = str(lockout.retry_after_s)
+    return response
 
 
 @router.post("/logout")
