@@ -29,7 +29,7 @@ from fastmcp import FastMCP
 from fastmcp.exceptions import ResourceError, ToolError
 from fastmcp.server.middleware import Middleware, MiddlewareContext
 from fastmcp.tools.base import Tool, ToolResult
-from fastmcp.utilities.json_schema import compress_schema
+from fastmcp.utilities.json_schema import compress_schema, dereference_refs
 from mcp.types import ToolAnnotations
 
 from cardiomics import __version__
@@ -133,12 +133,20 @@ def _annotations(spec: ToolSpec) -> ToolAnnotations:
     )
 
 
+def _schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A tool schema as clients get it: ``$ref``s inlined (some clients cannot follow them) and without
+    pydantic's per-field titles, which repeat the field names and which clients would walk on every result.
+
+    Done once here, not by fastmcp's per-request dereferencing middleware: over HTTP the server lists
+    its tools on every call, and re-inlining every tool's schemas each time cost more than the call.
+    """
+    return dereference_refs(compress_schema(schema, prune_titles=True))
+
+
 def _tool(spec: ToolSpec, settings: Settings) -> RegistryTool:
-    # pydantic's per-field titles repeat the field names; clients walk the whole output schema on every
-    # result, so they are dropped here, as fastmcp does for its own function tools
     return RegistryTool(
-        name=spec.name, description=spec.description, parameters=compress_schema(spec.input_schema(), prune_titles=True),
-        output_schema=compress_schema(spec.output_schema(), prune_titles=True),
+        name=spec.name, description=spec.description, parameters=_schema(spec.input_schema()),
+        output_schema=_schema(spec.output_schema()),
         annotations=_annotations(spec), spec=spec, server_settings=settings,
     )
 
@@ -297,9 +305,15 @@ def build_server(settings: Settings | None = None, *, auth: Any = None, remote: 
     tools = registry()
     mcp = FastMCP("cardiomics", version=__version__, instructions=INSTRUCTIONS, auth=auth,
                   middleware=[AuditCalls(settings, remote=remote, root=mcp_root(root) if remote else None)],
-                  mask_error_details=True)
-    for spec in tools.values():
-        mcp.add_tool(_tool(spec, settings))
+                  mask_error_details=True, dereference_schemas=False)
+    listed = [_tool(spec, settings) for spec in tools.values()]
+    for tool in listed:
+        mcp.add_tool(tool)
+    # The SDK's HTTP transport checks a call's Mcp-Param headers against the tool's input schema. Without
+    # this lookup (fastmcp sets none) it lists every tool through the middleware on each call, which cost
+    # more than the call itself.
+    input_schemas = {tool.name: tool.parameters for tool in listed}
+    mcp._mcp_server.get_tool_input_schema = input_schemas.get
     _add_resources(mcp, settings)
 
     @mcp.custom_route("/health", methods=["GET"])

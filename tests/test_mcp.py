@@ -17,6 +17,19 @@ def run(coro):
     return asyncio.run(coro)
 
 
+def _title_annotations(node):
+    # a "title" key holding text is pydantic's annotation; one holding a schema is a field named title
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "title" and isinstance(value, str):
+                yield value
+            else:
+                yield from _title_annotations(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _title_annotations(value)
+
+
 def test_lists_every_tool_with_schemas(settings):
     server = build_server(settings)
 
@@ -29,6 +42,14 @@ def test_lists_every_tool_with_schemas(settings):
     for name, t in tools.items():
         assert t.input_schema["type"] == "object" and t.output_schema["type"] == "object", name
         assert t.description and t.annotations.read_only_hint is registry()[name].read_only
+        # self-contained (some clients cannot follow $ref) and without pydantic's per-field titles
+        for schema in (t.input_schema, t.output_schema):
+            text = json.dumps(schema)
+            assert "$ref" not in text and "$defs" not in text, name
+            assert not list(_title_annotations(schema)), name
+        # the HTTP transport's Mcp-Param check finds the same input schema without listing every tool
+        assert server._mcp_server.get_tool_input_schema(name) == t.input_schema, name
+    assert server._mcp_server.get_tool_input_schema("no_such_tool") is None
 
 
 def test_calls_each_tool_and_audits(settings):
