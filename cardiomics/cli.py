@@ -254,6 +254,18 @@ def evaluate_segmenter(data: Path = typer.Option(None, help="Real data folder (d
     out.print_json(json.dumps(res, default=str))
 
 
+@app.command("train-fusion")
+@friendly
+def train_fusion(out_dir: Path = typer.Option(Path("models/fusion"), "--out", help="Where weights.pt and card.json go."),
+                 epochs: int = typer.Option(300, help="MVAE training epochs (the card records the shipped value).")) -> None:
+    """Train the fusion model on the simulated reference cohort, evaluate it on the held-out cohort, write weights and card."""
+    from cardiomics.models.fusion.train import train
+
+    with err.status(f"Training the fusion model ({epochs} epochs)…"):
+        result = train(out_dir, epochs)
+    out.print(json.dumps(result), highlight=False)
+
+
 def _data_dir(data: Path | None) -> Path:
     import os
 

@@ -1,6 +1,7 @@
 """Train the shipped fusion model on the reference cohort and write ``weights.pt`` + ``card.json``.
 
-Run: ``python -m cardiomics.models.fusion.train [--out DIR] [--epochs N]``. Deterministic for the
+Run: ``cardiomics train-fusion [--out DIR] [--epochs N]`` (or ``python -m cardiomics.models.fusion.train``
+with the same options). Deterministic for the
 same seeds on CPU (one thread). The card's metrics come from the same evaluation protocol as
 ``benchmarks/bench_fusion.py`` on a held-out cohort (``HELD_OUT``) drawn from the same world.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 import structlog
 import torch
 
+from cardiomics.errors import InputError
 from cardiomics.hashing import sha256_file
 from cardiomics.models.card import (DataSource, InputSpec, Licence, MetricRecord, Metrics, ModelCard, Split, Target,
                                     Training, TrainingData, write_card)
@@ -103,7 +105,7 @@ def make_card(weights: Path, results: dict[str, dict], train_s: float, epochs: i
                         test=[f"separate cohort seed={HELD_OUT.seed} n={HELD_OUT.n_patients}"]),
             seed=0, notes=["partially paired: 15 % imaging-only, 15 % omics-only, 10 % of imaged patients without mapping",
                            "three sites (1.5 T / 3 T) with contour, LGE-threshold and omics batch effects"]),
-        training=Training(command="python -m cardiomics.models.fusion.train", epochs=epochs, iterations=epochs * -(-int(results['_n_train']) // 256),
+        training=Training(command=f"cardiomics train-fusion --epochs {epochs}", epochs=epochs, iterations=epochs * -(-int(results['_n_train']) // 256),
                           batch_size=256, optimiser="Adam, one-cycle lr 2e-3", loss="PoE ELBO (beta=0.5 on the KL): joint + each single-modality posterior reconstructing all observed modalities",
                           augmentation=["random drop of imaging feature groups and omics PCs (p=0.15)", "site code dropout (p=0.2)"],
                           wall_time_s=round(train_s, 1), hardware=f"CPU, 1 thread ({platform.machine()})", torch_version=torch.__version__),
@@ -121,22 +123,32 @@ def make_card(weights: Path, results: dict[str, dict], train_s: float, epochs: i
     )
 
 
+def train(out: Path = MODEL_DIR, epochs: int = EPOCHS) -> dict:
+    """Fit, evaluate on the held-out cohort and write ``weights.pt`` + ``card.json`` to ``out``; returns the headline figures."""
+    if epochs < 1:
+        raise InputError("bad-epochs", f"epochs must be at least 1, got {epochs}", hint=f"the shipped model used {EPOCHS}")
+    pre, models, train_set, cal, test, train_s = build_all(epochs)
+    P = len(pre.programmes)
+    results = {name: evaluate_model(m, train_set, cal, test, P) for name, m in models.items()}
+    out.mkdir(parents=True, exist_ok=True)
+    weights = out / "weights.pt"
+    save_weights(models["mvae"], pre, weights, {"train_seconds": train_s})
+    n_params = sum(p.numel() for p in models["mvae"].net.parameters())
+    card = make_card(weights, {**results, "_programmes": pre.programmes, "_n_train": len(train_set)}, train_s, epochs, n_params, models["mvae"].hp)
+    write_card(card, out)
+    log.info("fusion_model_written", out=str(out), train_s=round(train_s, 1),
+             vt_r2=round(results["mvae"]["vt_r2_true"], 3), oracle=round(results["oracle"]["vt_r2_true"], 3))
+    return {"out": str(out), "epochs": epochs, "train_wall_s": round(train_s, 1), "parameters": n_params,
+            "weights_sha256": sha256_file(weights), "vt_r2_true": round(results["mvae"]["vt_r2_true"], 4),
+            "oracle_vt_r2_true": round(results["oracle"]["vt_r2_true"], 4), "coverage_90": round(results["mvae"]["coverage_90"], 4)}
+
+
 def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=MODEL_DIR)
     ap.add_argument("--epochs", type=int, default=EPOCHS)
     args = ap.parse_args(argv)
-    pre, models, train, cal, test, train_s = build_all(args.epochs)
-    P = len(pre.programmes)
-    results = {name: evaluate_model(m, train, cal, test, P) for name, m in models.items()}
-    args.out.mkdir(parents=True, exist_ok=True)
-    weights = args.out / "weights.pt"
-    save_weights(models["mvae"], pre, weights, {"train_seconds": train_s})
-    n_params = sum(p.numel() for p in models["mvae"].net.parameters())
-    card = make_card(weights, {**results, "_programmes": pre.programmes, "_n_train": len(train)}, train_s, args.epochs, n_params, models["mvae"].hp)
-    write_card(card, args.out)
-    log.info("fusion_model_written", out=str(args.out), train_s=round(train_s, 1),
-             vt_r2=round(results["mvae"]["vt_r2_true"], 3), oracle=round(results["oracle"]["vt_r2_true"], 3))
+    train(args.out, args.epochs)
     return args.out
 
 
