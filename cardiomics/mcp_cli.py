@@ -89,6 +89,21 @@ def register(app: typer.Typer, *, friendly, out, err) -> None:
         out.print(f"revoked {name}", highlight=False)
 
 
+EXPIRY_WARNING_DAYS = 7
+
+
+def _warn_expiring(store, err) -> None:
+    """Name the tokens that stop working within a week, so their holders are not cut off without notice."""
+    from datetime import timedelta
+
+    soon = store.now() + timedelta(days=EXPIRY_WARNING_DAYS)
+    for entry in store.usable():
+        expiry = entry.expiry()
+        if expiry is not None and expiry <= soon:
+            err.print(f"[yellow]token {entry.name} expires {entry.expires_at}; create its successor with "
+                      f"`cardiomics mcp token create NAME`[/]", highlight=False)
+
+
 def _serve(*, http: bool, host: str, port: int, no_auth: bool, root: Path | None, err) -> None:
     from cardiomics.config import Settings
     from cardiomics.mcp_auth import LOOPBACK, TokenStore
@@ -118,7 +133,9 @@ def _serve(*, http: bool, host: str, port: int, no_auth: bool, root: Path | None
                   "`cardiomics mcp token create NAME` (see `cardiomics mcp token list`; revoke the expired ones)",
                   highlight=False)
         raise typer.Exit(2)
-    elif host not in LOOPBACK:
+    if not no_auth:
+        _warn_expiring(TokenStore(settings), err)
+    if not no_auth and host not in LOOPBACK:
         err.print(f"[yellow]serving on {host}: tokens travel in clear over plain HTTP; put a TLS proxy in front[/]", highlight=False)
 
     import uvicorn

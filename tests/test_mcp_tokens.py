@@ -163,3 +163,24 @@ def test_server_refuses_to_start_when_every_token_expired(settings):
     TokenStore(settings, now=past).create("stale", expires_days=1)
     started = _cli("mcp", "--http", "--port", "1", settings=settings)
     assert started.returncode == 2 and "every MCP token has expired" in started.stderr
+
+
+def test_server_start_names_tokens_expiring_within_a_week(settings):
+    from rich.console import Console
+
+    from cardiomics.mcp_cli import _warn_expiring
+
+    clock = Clock(T0)
+    store = TokenStore(settings, now=clock)
+    store.create("soon", expires_days=3)
+    store.create("later", expires_days=30)
+    store.create("forever", expires_days=0)
+    console = Console(record=True, width=200)
+    _warn_expiring(store, console)
+    text = console.export_text()
+    assert "token soon expires 2030-01-04T12:00:00+00:00" in text and "later" not in text and "forever" not in text
+    clock.now = T0 + timedelta(days=24)  # "later" now has 6 days left; "soon" has expired and is not named again
+    console = Console(record=True, width=200)
+    _warn_expiring(store, console)
+    text = console.export_text()
+    assert "token later expires" in text and "soon" not in text
