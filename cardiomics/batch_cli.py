@@ -28,8 +28,10 @@ def register(app: typer.Typer, *, friendly, out, err) -> None:
         )
         from rich.table import Table
 
-        from cardiomics.batch import run_batch
+        from cardiomics.batch import discover, load_covariates, run_batch
 
+        if covariates is not None:  # a bad file is refused before the progress display starts (run_batch checks again)
+            load_covariates(covariates, [s.name for s in discover(studies_dir)])
         counts = {"done": 0, "skipped": 0, "failed": 0}
         with Progress(TextColumn("[bold]batch[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                       TextColumn("{task.description}"), console=err, transient=False) as progress:
