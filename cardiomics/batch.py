@@ -266,6 +266,11 @@ def load_covariates(path: str | Path, study_names: Iterable[str]) -> dict[str, C
     return found
 
 
+def not_indexable(covariates: Mapping[str, Covariates]) -> list[str]:
+    """Studies given only one of height and weight: body-surface area needs both, so they are not indexed."""
+    return sorted(name for name, c in covariates.items() if ("height_cm" in c) != ("weight_kg" in c))
+
+
 # ---------------------------------------------------------------------------------------------
 # one study (runs inside a worker process)
 

@@ -28,10 +28,14 @@ def register(app: typer.Typer, *, friendly, out, err) -> None:
         )
         from rich.table import Table
 
-        from cardiomics.batch import discover, load_covariates, run_batch
+        from cardiomics.batch import discover, load_covariates, not_indexable, run_batch
 
         if covariates is not None:  # a bad file is refused before the progress display starts (run_batch checks again)
-            load_covariates(covariates, [s.name for s in discover(studies_dir)])
+            given = load_covariates(covariates, [s.name for s in discover(studies_dir)])
+            half = not_indexable(given)
+            if half:  # BSA needs both: say so rather than leave the rows silently unindexed
+                err.print(f"[yellow]{len(half)} studies have only one of height_cm and weight_kg and will not be BSA-indexed: "
+                          f"{escape(', '.join(half[:10]))}{' …' if len(half) > 10 else ''}[/]", highlight=False)
         counts = {"done": 0, "skipped": 0, "failed": 0}
         with Progress(TextColumn("[bold]batch[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
                       TextColumn("{task.description}"), console=err, transient=False) as progress:

@@ -277,3 +277,13 @@ def test_cli_refuses_an_unknown_study_name(tmp_path):
     assert res.returncode == 2
     assert "InputError[covariates-unknown-study]" in res.stderr and "'study-A'" in res.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_studies_with_half_the_body_size_are_named(tmp_path):
+    from cardiomics.batch import load_covariates, not_indexable
+
+    csv = tmp_path / "cov.csv"
+    csv.write_text("study,height_cm,weight_kg,sex\nstudy-a,172,,male\nstudy-b,,80,\nstudy-c,170,70,\nstudy-d,,,female\n")
+    given = load_covariates(csv, ["study-a", "study-b", "study-c", "study-d"])
+    assert given["study-d"] == {"sex": "female"} and given["study-c"] == {"height_cm": 170.0, "weight_kg": 70.0}
+    assert not_indexable(given) == ["study-a", "study-b"]
