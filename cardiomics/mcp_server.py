@@ -1,7 +1,7 @@
 """MCP face of the tool registry: a thin adapter, not a second implementation.
 
 Each registry tool becomes an MCP tool with the same name, description (the tool's docstring),
-input and output JSON schemas (less pydantic's per-field titles) and truthful annotations. Calls run
+input and output JSON schemas (self-contained, less pydantic's per-field titles) and truthful annotations. Calls run
 through ``call_tool`` (the same validation and provenance as in the graph). One middleware audits
 every call, once, in the daily ``mcp-YYYYMMDD`` trail with the caller's identity (the bearer token's
 name over HTTP, ``mcp-stdio`` locally), and, for a remote server, confines path arguments to an
@@ -137,8 +137,8 @@ def _schema(schema: dict[str, Any]) -> dict[str, Any]:
     """A tool schema as clients get it: ``$ref``s inlined (some clients cannot follow them) and without
     pydantic's per-field titles, which repeat the field names and which clients would walk on every result.
 
-    Done once here, not by fastmcp's per-request dereferencing middleware: over HTTP the server lists
-    its tools on every call, and re-inlining every tool's schemas each time cost more than the call.
+    Done once here rather than by fastmcp's dereferencing middleware, which re-inlines every tool's
+    schemas on each listing.
     """
     return dereference_refs(compress_schema(schema, prune_titles=True))
 
