@@ -153,8 +153,6 @@ def verify_study(study_out: Path, covariates_digest: str | None = None) -> bool:
 
 Covariates = dict[str, float | str]
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
-# used only if cardiac_function's input model ever stops declaring bounds
-_PLAUSIBLE = {"height_cm": (50.0, 250.0), "weight_kg": (2.0, 400.0)}
 
 
 def covariates_sha256(covariates: Mapping[str, Any] | None) -> str:
@@ -175,8 +173,8 @@ def _covariate_rules() -> tuple[dict[str, tuple[float, float]], tuple[str, ...]]
     bounds = {}
     for name in ("height_cm", "weight_kg"):
         meta = fields[name].metadata
-        lo = next((m.gt for m in meta if getattr(m, "gt", None) is not None), _PLAUSIBLE[name][0])
-        hi = next((m.lt for m in meta if getattr(m, "lt", None) is not None), _PLAUSIBLE[name][1])
+        lo = next(m.gt for m in meta if getattr(m, "gt", None) is not None)
+        hi = next(m.lt for m in meta if getattr(m, "lt", None) is not None)
         bounds[name] = (float(lo), float(hi))
     sexes = tuple(v for arg in get_args(fields["sex"].annotation) for v in get_args(arg))
     return bounds, sexes
@@ -518,17 +516,21 @@ Event = Callable[[StudyOutcome, int, int], None]
 
 
 def run_batch(studies_dir: str | Path, out_dir: str | Path, *, workers: int = 1, address: str | None = None,
-              on_result: Event | None = None, keep_artifacts: bool = False, covariates: str | Path | None = None) -> BatchSummary:
+              on_result: Event | None = None, keep_artifacts: bool = False, covariates: str | Path | None = None,
+              on_plan: Callable[[list[Study], dict[str, Covariates]], None] | None = None) -> BatchSummary:
     """Analyse every study not already done (with the same covariates, when a CSV is given); collect failures; write the Parquet table and the summary.
 
     ``covariates`` is a CSV of per-study height_cm, weight_kg and sex (see ``load_covariates``); it is
-    validated before anything is written or started."""
+    validated before anything is written or started. ``on_plan`` is called once the studies are found
+    and the covariates validated, before anything is written."""
     from dask.distributed import as_completed
 
     if workers < 1:
         raise InputError("bad-workers", f"--workers must be at least 1, got {workers}")
     studies = discover(studies_dir)
     per_study = load_covariates(covariates, [s.name for s in studies]) if covariates is not None else {}
+    if on_plan:
+        on_plan(studies, per_study)
     out = Path(out_dir).resolve()
     (out / "studies").mkdir(parents=True, exist_ok=True)
     started_at = datetime.now(UTC).isoformat(timespec="seconds")

@@ -28,26 +28,31 @@ def register(app: typer.Typer, *, friendly, out, err) -> None:
         )
         from rich.table import Table
 
-        from cardiomics.batch import discover, load_covariates, not_indexable, run_batch
+        from cardiomics.batch import not_indexable, run_batch
 
-        if covariates is not None:  # a bad file is refused before the progress display starts (run_batch checks again)
-            given = load_covariates(covariates, [s.name for s in discover(studies_dir)])
-            half = not_indexable(given)
+        counts = {"done": 0, "skipped": 0, "failed": 0}
+        # started once the studies are found and the covariates validated, so a refusal is not shown under a progress bar
+        progress = Progress(TextColumn("[bold]batch[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                            TextColumn("{task.description}"), console=err, transient=False)
+        task = progress.add_task("starting workers…", total=None)
+
+        def on_plan(_studies, covariates_by_study):
+            half = not_indexable(covariates_by_study)
             if half:  # BSA needs both: say so rather than leave the rows silently unindexed
                 err.print(f"[yellow]{len(half)} studies have only one of height_cm and weight_kg and will not be BSA-indexed: "
                           f"{escape(', '.join(half[:10]))}{' …' if len(half) > 10 else ''}[/]", highlight=False)
-        counts = {"done": 0, "skipped": 0, "failed": 0}
-        with Progress(TextColumn("[bold]batch[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                      TextColumn("{task.description}"), console=err, transient=False) as progress:
-            task = progress.add_task("starting workers…", total=None)
+            progress.start()
 
-            def on_result(outcome, n, total):
-                counts[outcome.status] += 1
-                progress.update(task, total=total, completed=n,
-                                description=escape(f"done {counts['done']} · skipped {counts['skipped']} · failed {counts['failed']} · last {outcome.study}"))
+        def on_result(outcome, n, total):
+            counts[outcome.status] += 1
+            progress.update(task, total=total, completed=n,
+                            description=escape(f"done {counts['done']} · skipped {counts['skipped']} · failed {counts['failed']} · last {outcome.study}"))
 
+        try:
             summary = run_batch(studies_dir, out_dir, workers=workers, address=address, on_result=on_result, keep_artifacts=keep_artifacts,
-                                covariates=covariates)
+                                covariates=covariates, on_plan=on_plan)
+        finally:
+            progress.stop()
         rate = f"{summary.studies_per_min:.1f} studies/min" if summary.studies_per_min else "—"
         out.print(f"{summary.n_studies} studies: [green]{summary.done} done[/], {summary.skipped} skipped (already done), "
                   f"[red]{summary.failed} failed[/] in {summary.wall_s:.1f} s ({rate}, {summary.engine})", highlight=False)

@@ -124,19 +124,20 @@ def _serve(*, http: bool, host: str, port: int, no_auth: bool, root: Path | None
             raise typer.Exit(2)
         err.print(f"[bold yellow]WARNING: MCP over HTTP WITHOUT AUTHENTICATION on {host}:{port}. Any local process or "
                   f"user can call every tool. Calls are audited as 'mcp-http-anonymous'.[/]", highlight=False)
-    elif not TokenStore(settings).list():
-        err.print("[bold red]refused[/]: no MCP tokens exist; create one with `cardiomics mcp token create NAME` "
-                  "(or use --no-auth on 127.0.0.1 for local experiments)", highlight=False)
-        raise typer.Exit(2)
-    elif not TokenStore(settings).usable():
-        err.print("[bold red]refused[/]: every MCP token has expired; create a new one with "
-                  "`cardiomics mcp token create NAME` (see `cardiomics mcp token list`; revoke the expired ones)",
-                  highlight=False)
-        raise typer.Exit(2)
-    if not no_auth:
-        _warn_expiring(TokenStore(settings), err)
-    if not no_auth and host not in LOOPBACK:
-        err.print(f"[yellow]serving on {host}: tokens travel in clear over plain HTTP; put a TLS proxy in front[/]", highlight=False)
+    else:
+        store = TokenStore(settings)
+        if not store.list():
+            err.print("[bold red]refused[/]: no MCP tokens exist; create one with `cardiomics mcp token create NAME` "
+                      "(or use --no-auth on 127.0.0.1 for local experiments)", highlight=False)
+            raise typer.Exit(2)
+        if not store.usable():
+            err.print("[bold red]refused[/]: every MCP token has expired; create a new one with "
+                      "`cardiomics mcp token create NAME` (see `cardiomics mcp token list`; revoke the expired ones)",
+                      highlight=False)
+            raise typer.Exit(2)
+        _warn_expiring(store, err)
+        if host not in LOOPBACK:
+            err.print(f"[yellow]serving on {host}: tokens travel in clear over plain HTTP; put a TLS proxy in front[/]", highlight=False)
 
     import uvicorn
 

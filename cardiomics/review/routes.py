@@ -21,7 +21,7 @@ from .diff import diff as report_diff
 from .pdf import render_pdf
 from .security import api_user, page_user, require_csrf, safe_next, session
 from .sessions import Session
-from .throttle import Lockout, app_throttle
+from .throttle import Lockout
 
 log = structlog.get_logger(__name__)
 router = APIRouter()
@@ -85,7 +85,7 @@ def login(request: Request, username: str = Form(""), password: str = Form(""), 
           csrf_token: str = Form("")):
     require_csrf(request, csrf_token)
     address = request.client.host if request.client else "unknown"
-    throttle = app_throttle(request.app)
+    throttle = request.app.state.login_throttle  # set by create_app
     attempt = throttle.admit(username, address)
     if isinstance(attempt, Lockout):  # refused before the password is looked at: no scrypt work, no confirmation
         log.info("review login throttled", user=username[:64], client=address, retry_after_s=attempt.retry_after_s)

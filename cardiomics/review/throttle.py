@@ -130,9 +130,3 @@ class LoginThrottle:
 def _keys(username: str, address: str) -> tuple[tuple[str, str], tuple[str, str]]:
     # account names are at most 64 characters; longer input cannot name an account and is cut to bound memory
     return ("user", username[:64]), ("addr", address[:64])
-
-
-def app_throttle(app) -> LoginThrottle:
-    """The app's throttle, set by ``create_app`` (an app that wants other limits or a test clock sets
-    ``app.state.login_throttle`` itself)."""
-    return app.state.login_throttle
