@@ -13,6 +13,11 @@ calling a one-line tool on a bare fastmcp server (in process, and over HTTP with
 the MCP stack costs before cardiomics adds anything (audit line, typed errors, schemas, bearer tokens).
 Target: in-process overhead at most 5 ms per call.
 
+A second, shorter paired loop puts timers on cardiomics' own server code and on the SDK's validation
+and splits the in-process overhead into parts: cardiomics' own code (audit line, result dump and
+text block, middleware), fastmcp's tool lookup with the thread hops, the client's validation and
+hydration, and the rest of the MCP request/response path.
+
 Run: python benchmarks/bench_mcp_overhead.py   (writes benchmarks/results/mcp_overhead.json)
 """
 
@@ -79,6 +84,93 @@ async def _paired(client, args: dict, ctx, n: int) -> tuple[list[float], list[fl
     return direct, hydrated, protocol
 
 
+class _Phases:
+    """Where one in-process call's time goes: timers around cardiomics' own server code and the MCP SDK's
+    output-schema validation (a public ``ClientSession`` method). Installed for the paired loop only.
+
+    Per call: ``middleware`` (the audit middleware, entry to exit, which holds the tool lookup, the two
+    thread hops and the worker), ``worker`` (the tool thread: tool, result dump, audit line, text block),
+    ``tool`` (``call_tool`` inside it), ``audit_line`` and ``validation`` (client side).
+    """
+
+    def __init__(self) -> None:
+        self.times: dict[str, list[float]] = {}
+        self._undo: list = []
+
+    def _wrap(self, owner, name: str, key: str, is_async: bool) -> None:
+        import functools
+
+        orig = getattr(owner, name)
+        times = self.times.setdefault(key, [])
+        if is_async:
+            @functools.wraps(orig)
+            async def timed(*a, **k):
+                t0 = time.perf_counter()
+                try:
+                    return await orig(*a, **k)
+                finally:
+                    times.append(time.perf_counter() - t0)
+        else:
+            @functools.wraps(orig)
+            def timed(*a, **k):
+                t0 = time.perf_counter()
+                try:
+                    return orig(*a, **k)
+                finally:
+                    times.append(time.perf_counter() - t0)
+        setattr(owner, name, timed)
+        self._undo.append((owner, name, orig))
+
+    def _wrap_middleware(self, owner) -> None:
+        """Times the middleware whole and its own code (everything outside ``call_next``)."""
+        orig = owner.on_call_tool
+        whole, own = self.times.setdefault("middleware", []), self.times.setdefault("middleware_own", [])
+
+        async def timed(mw, context, call_next):
+            inner = [0.0]
+
+            async def timed_next(ctx):
+                t1 = time.perf_counter()
+                try:
+                    return await call_next(ctx)
+                finally:
+                    inner[0] = time.perf_counter() - t1
+
+            t0 = time.perf_counter()
+            try:
+                return await orig(mw, context, timed_next)
+            finally:
+                total = time.perf_counter() - t0
+                whole.append(total)
+                own.append(total - inner[0])
+
+        owner.on_call_tool = timed
+        self._undo.append((owner, "on_call_tool", orig))
+
+    def install(self) -> None:
+        import mcp.client.session as sdk
+
+        import cardiomics.mcp_server as server
+
+        self._wrap_middleware(server.AuditCalls)
+        self._wrap(server.RegistryTool, "_call", "worker", False)
+        self._wrap(server, "call_tool", "tool", False)
+        self._wrap(server._PendingCall, "succeeded", "audit_line", False)
+        self._wrap(sdk.ClientSession, "validate_tool_result", "validation", True)
+
+    def reset(self) -> None:
+        for v in self.times.values():
+            v.clear()
+
+    def remove(self) -> None:
+        for owner, name, orig in reversed(self._undo):
+            setattr(owner, name, orig)
+
+    def medians(self) -> dict[str, float]:
+        # every wrapped step runs once per MCP call (hydrated and protocol calls alike)
+        return {k: _ms(v) for k, v in self.times.items() if v}
+
+
 async def _floor(n: int) -> list[float]:
     """The same client against a bare fastmcp server with a one-line tool."""
     import fastmcp
@@ -133,6 +225,27 @@ async def _over_http(port: int, proc, tool: str, args: dict, token: str | None) 
             await asyncio.sleep(0.5)
 
 
+def _breakdown(m: dict[str, float], direct: float, hydrated: float, protocol: float) -> dict[str, float]:
+    """Split the hydrated call's overhead over the direct call into parts that add up to it (medians, so roughly)."""
+    worker, tool, audit, mw, own = m["worker"], m["tool"], m["audit_line"], m["middleware"], m["middleware_own"]
+    serialisation = worker - tool - audit
+    parts = {
+        "audit_line": audit,
+        "result_serialisation": serialisation,
+        "middleware_own": own,
+        # fastmcp's tool lookup, the hop into the worker thread and back
+        "lookup_and_thread_hops": mw - own - worker,
+        # the same tool run in the server's worker thread rather than on the caller's
+        "tool_in_worker_minus_direct": tool - direct,
+        "client_validation": m["validation"],
+        "client_hydration": hydrated - protocol,
+    }
+    parts["mcp_stack"] = hydrated - direct - sum(parts.values())
+    parts["cardiomics_own"] = audit + serialisation + own
+    parts["overhead_total"] = hydrated - direct
+    return {k: round(v, 3) for k, v in parts.items()}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -161,6 +274,21 @@ def main() -> None:
             return await _paired(c, args, ctx, N)
 
     direct, inproc, protocol = asyncio.run(in_process())
+    # a second, shorter paired loop with timers on the phases (the timers add a little to each call,
+    # so the headline figures above come from the loop without them)
+    phases = _Phases()
+    phases.install()
+    try:
+        async def timed_run() -> tuple[list[float], list[float], list[float]]:
+            async with fastmcp.Client(build_server(settings)) as c:
+                await _calls(c, args, 5)
+                phases.reset()
+                return await _paired(c, args, ctx, N // 2)
+
+        p_direct, p_inproc, p_protocol = asyncio.run(timed_run())
+    finally:
+        phases.remove()
+    breakdown = _breakdown(phases.medians(), _ms(p_direct), _ms(p_inproc), _ms(p_protocol))
     floor = asyncio.run(_floor(N))
 
     from cardiomics.mcp_auth import TokenStore
@@ -191,6 +319,7 @@ def main() -> None:
         "bare_fastmcp_floor_ms": f, "overhead_above_floor_ms": round(i - d - f, 3),
         "bare_fastmcp_http_floor_ms": hf, "http_overhead_above_floor_ms": round(h - d - hf, 3),
         "mcp_audit_trail_lines": sum(len(p.read_text().splitlines()) for p in settings.audit_dir.glob("mcp-*.jsonl")),
+        "in_process_breakdown_ms": breakdown,
         "load_average": load_average(),
         "targets": {"mcp_in_process_overhead_ms_per_call": target(round(i - d, 3), 5.0, "ms")},
     }
@@ -200,6 +329,12 @@ def main() -> None:
               f"protocol result only {r:.2f} ms (+{r - d:.2f}), HTTP {h:.2f} ms (+{h - d:.2f}) per call", highlight=False)
     con.print(f"bare fastmcp floor (one-line tool, same client) {f:.2f} ms in process, {hf:.2f} ms over HTTP: "
               f"cardiomics adds {i - d - f:.2f} and {h - d - hf:.2f} ms above them", highlight=False)
+    b = breakdown
+    con.print(f"where an in-process call's overhead goes (a second run with timers; medians, ms): "
+              f"cardiomics' own code {b['cardiomics_own']:.2f} (audit line {b['audit_line']:.2f}, result dump and text "
+              f"{b['result_serialisation']:.2f}, middleware {b['middleware_own']:.2f}); fastmcp tool lookup and thread hops "
+              f"{b['lookup_and_thread_hops']:.2f}, the tool itself slower in the worker thread {b['tool_in_worker_minus_direct']:.2f}; client: output-schema validation {b['client_validation']:.2f}, "
+              f"hydration {b['client_hydration']:.2f}; MCP request/response and transport {b['mcp_stack']:.2f}", highlight=False)
     con.print(f"written to {path}", highlight=False)
 
 

@@ -31,6 +31,7 @@ from fastmcp.server.middleware import Middleware, MiddlewareContext
 from fastmcp.tools.base import Tool, ToolResult
 from fastmcp.utilities.json_schema import compress_schema, dereference_refs
 from mcp.types import ToolAnnotations
+from pydantic_core import to_json
 
 from cardiomics import __version__
 from cardiomics.config import Settings
@@ -102,16 +103,14 @@ class RegistryTool(Tool):
     """An MCP tool backed by one registry entry (validation, provenance and errors from ``call_tool``)."""
 
     spec: Any = None
-    server_settings: Any = None
+    store: Any = None  # one ArtifactStore per server: it holds no per-call state
 
     async def run(self, arguments: dict[str, Any]) -> ToolResult:
         return await asyncio.to_thread(self._call, arguments)
 
     def _call(self, arguments: dict[str, Any]) -> ToolResult:
-        settings: Settings = self.server_settings
-        ctx = ToolContext(store=ArtifactStore(settings.artifacts_dir))
         try:
-            out = call_tool(self.spec.name, arguments, ctx)
+            out = call_tool(self.spec.name, arguments, ToolContext(store=self.store))
         except CardiomicsError as exc:
             raise TypedToolError(exc.to_dict()) from None
         body = out.model_dump(mode="json")
@@ -120,7 +119,8 @@ class RegistryTool(Tool):
             # the audit line is written here, in the thread that ran the tool, before the result leaves:
             # one thread hop per call instead of a second one for the audit
             pending.succeeded(body["provenance"]["result_id"])
-        return ToolResult(content=json.dumps(body), structured_content=body)
+        # the text block repeats the structured result for clients that read only text
+        return ToolResult(content=to_json(body).decode(), structured_content=body)
 
 
 def _annotations(spec: ToolSpec) -> ToolAnnotations:
@@ -143,11 +143,11 @@ def _schema(schema: dict[str, Any]) -> dict[str, Any]:
     return dereference_refs(compress_schema(schema, prune_titles=True))
 
 
-def _tool(spec: ToolSpec, settings: Settings) -> RegistryTool:
+def _tool(spec: ToolSpec, store: ArtifactStore) -> RegistryTool:
     return RegistryTool(
         name=spec.name, description=spec.description, parameters=_schema(spec.input_schema()),
         output_schema=_schema(spec.output_schema()),
-        annotations=_annotations(spec), spec=spec, server_settings=settings,
+        annotations=_annotations(spec), spec=spec, store=store,
     )
 
 
@@ -306,7 +306,8 @@ def build_server(settings: Settings | None = None, *, auth: Any = None, remote: 
     mcp = FastMCP("cardiomics", version=__version__, instructions=INSTRUCTIONS, auth=auth,
                   middleware=[AuditCalls(settings, remote=remote, root=mcp_root(root) if remote else None)],
                   mask_error_details=True, dereference_schemas=False)
-    listed = [_tool(spec, settings) for spec in tools.values()]
+    store = ArtifactStore(settings.artifacts_dir)
+    listed = [_tool(spec, store) for spec in tools.values()]
     for tool in listed:
         mcp.add_tool(tool)
     # The SDK's HTTP transport checks a call's Mcp-Param headers against the tool's input schema. Without

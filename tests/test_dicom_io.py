@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -123,15 +124,40 @@ def test_two_series_in_one_folder_is_refused_naming_them(phantom, copy):
     assert "one series" in err.hint
 
 
+def _mid_value_offset(path: Path, data: bytes, after: int) -> int:
+    """A byte offset half-way through the value of the first header element that starts past `after`."""
+    ds = pydicom.dcmread(path, stop_before_pixels=True, defer_size=0)
+    for raw in ds._dict.values():
+        if raw.value_tell is not None and raw.value_tell > after and raw.length >= 4:
+            cut = raw.value_tell + raw.length // 2
+            assert cut < len(data)
+            return cut
+    raise AssertionError("no header element past the offset")
+
+
+def _end_of_elements_before(data: bytes, tag: int) -> int:
+    """The byte offset where the last element of the dataset before `tag` ends."""
+    ds = pydicom.dcmread(BytesIO(data), stop_before_pixels=True, defer_size=0)
+    ends = [raw.value_tell + raw.length for t, raw in ds._dict.items() if t < tag and raw.length != 0xFFFFFFFF]
+    return max(ends)
+
+
 def test_truncated_file_is_refused_naming_it(copy):
     victim = _file(copy, 2, 3)
     data = victim.read_bytes()
     victim.write_bytes(data[: int(len(data) * 0.6)])
     err = _refused(copy, "unreadable-file")
     assert victim.name in err.message
-    # cut inside the header: also named
-    victim.write_bytes(data[:500])
+    # cut inside the header, half-way through an element's value (a cut that lands exactly between two
+    # elements leaves a well-formed dataset without an image matrix, which is refused as not-an-image)
+    cut = _mid_value_offset(victim, data, after=300)
+    victim.write_bytes(data[:cut])
     assert victim.name in _refused(copy, "unreadable-file").message
+    # cut exactly after the last element before the image matrix: well-formed, so refused as not an image,
+    # still named, and the message says it may be truncated
+    victim.write_bytes(data[:_end_of_elements_before(data, 0x00280010)])
+    err = _refused(copy, "not-an-image")
+    assert victim.name in err.message and "truncated" in err.message
 
 
 def test_non_image_dicom_is_refused_naming_it(copy, series):

@@ -190,60 +190,106 @@ def _try_login(client, name: str, password: str):
     return client.post("/login", data={"username": name, "password": password, "csrf_token": token, "next": "/"})
 
 
-def test_failed_logins_lock_username_and_address(login_app):
+def test_failed_logins_lock_the_name_from_that_address_only(login_app):
     from structlog.testing import capture_logs
 
     app, clock, checked = login_app
-    ada = _from(app, "10.0.0.1")
+    attacker = _from(app, "10.0.0.1")
     with capture_logs() as logs:
         for _ in range(5):
-            assert _try_login(ada, "dr-ada", "wrong password").status_code == 401
-        locked = _try_login(ada, "dr-ada", PASSWORD)  # the right password, too late
+            assert _try_login(attacker, "dr-ada", "wrong password").status_code == 401
+        locked = _try_login(attacker, "dr-ada", PASSWORD)  # the right password, too late
     assert locked.status_code == 429 and locked.headers["retry-after"] == "900"
     assert "too many failed logins; try again in 15 minutes" in locked.text
     assert checked == ["dr-ada"] * 5  # the locked attempt never reached the password check
     (lock_line,) = [r for r in logs if r["event"] == "review logins locked after repeated failures"]
     assert lock_line["log_level"] == "warning" and lock_line["user"] == "dr-ada" and lock_line["client"] == "10.0.0.1"
+    assert lock_line["counter"] == "name from this address" and lock_line["max_failures"] == 5
     assert not any(PASSWORD in str(r) or "wrong password" in str(r) for r in logs)
 
-    assert _try_login(_from(app, "10.0.0.9"), "dr-ada", PASSWORD).status_code == 429  # the username is locked anywhere
-    assert _try_login(ada, "dr-bo", PASSWORD + "!").status_code == 429  # and the address for any username
-    assert _try_login(_from(app, "10.0.0.2"), "dr-bo", PASSWORD + "!").status_code == 303  # others are unaffected
-    assert len(checked) == 6
+    # a stranger's failures do not lock the reviewer out elsewhere, nor a colleague behind the same address
+    assert _try_login(_from(app, "10.0.0.9"), "dr-ada", PASSWORD).status_code == 303
+    assert _try_login(attacker, "dr-bo", PASSWORD + "!").status_code == 303
+    assert len(checked) == 7
 
     clock.t += 600
-    later = _try_login(ada, "dr-ada", PASSWORD)
+    later = _try_login(attacker, "dr-ada", PASSWORD)
     assert later.status_code == 429 and later.headers["retry-after"] == "300" and "try again in 5 minutes" in later.text
     clock.t += 300  # the window has passed
-    assert _try_login(ada, "dr-ada", PASSWORD).status_code == 303
+    assert _try_login(attacker, "dr-ada", PASSWORD).status_code == 303
 
 
-def test_successful_login_resets_the_username_counter(login_app):
+def test_one_address_guessing_many_names_is_locked(login_app):
+    app, clock, checked = login_app
+    caller = _from(app, "10.0.0.5")
+    for i in range(20):  # 20 names, each under the per-name limit
+        assert _try_login(caller, f"dr-guess-{i}", "wrong password").status_code == 401
+    refused = _try_login(caller, "dr-bo", PASSWORD + "!")  # any name, even a right password
+    assert refused.status_code == 429 and len(checked) == 20
+    assert _try_login(_from(app, "10.0.0.6"), "dr-bo", PASSWORD + "!").status_code == 303  # other addresses are not
+    clock.t += 900
+    assert _try_login(caller, "dr-bo", PASSWORD + "!").status_code == 303
+
+
+def test_many_addresses_guessing_one_name_spare_the_reviewers_known_address(login_app):
+    app, clock, checked = login_app
+    home = _from(app, "10.0.1.1")
+    assert _try_login(home, "dr-ada", PASSWORD).status_code == 303  # the reviewer's usual address
+    for i in range(20):  # a distributed guess: one try from each of 20 addresses
+        assert _try_login(_from(app, f"192.0.2.{i + 1}"), "dr-ada", "wrong password").status_code == 401
+    fresh = _try_login(_from(app, "198.51.100.7"), "dr-ada", PASSWORD)
+    assert fresh.status_code == 429 and "too many failed logins" in fresh.text  # new addresses are refused
+    assert _try_login(home, "dr-ada", PASSWORD).status_code == 303  # the known one is not
+    assert _try_login(_from(app, "198.51.100.8"), "dr-bo", PASSWORD + "!").status_code == 303  # nor other names
+    # the reviewer's login does not reset the count for new addresses
+    assert _try_login(_from(app, "198.51.100.9"), "dr-ada", PASSWORD).status_code == 429
+    clock.t += 900
+    assert _try_login(_from(app, "198.51.100.9"), "dr-ada", PASSWORD).status_code == 303
+    assert len(checked) == 1 + 20 + 1 + 1 + 1
+
+
+def test_successful_login_resets_the_name_counter_of_its_address(login_app):
     app, _, _ = login_app
-    first, second = _from(app, "10.0.0.1"), _from(app, "10.0.0.3")
+    client = _from(app, "10.0.0.1")
     for _ in range(4):
-        assert _try_login(first, "dr-ada", "wrong password").status_code == 401
-    assert _try_login(first, "dr-ada", PASSWORD).status_code == 303
-    for _ in range(4):  # eight failures for dr-ada in the window, but a success came between
-        assert _try_login(second, "dr-ada", "wrong password").status_code == 401
-    assert _try_login(second, "dr-ada", PASSWORD).status_code == 303
+        assert _try_login(client, "dr-ada", "wrong password").status_code == 401
+    assert _try_login(client, "dr-ada", PASSWORD).status_code == 303
+    for _ in range(4):  # eight failures for dr-ada here in the window, but a success came between
+        assert _try_login(client, "dr-ada", "wrong password").status_code == 401
+    assert _try_login(client, "dr-ada", PASSWORD).status_code == 303
 
 
 def test_login_throttle_limits_are_parameters():
-    from cardiomics.review.throttle import Attempt, Lockout, LoginThrottle
+    from cardiomics.review.throttle import ADDRESS, NAME, PAIR, Attempt, Lockout, LoginThrottle
 
     clock = _Clock()
-    throttle = LoginThrottle(max_failures=2, window_s=60, clock=clock)
+    throttle = LoginThrottle(max_failures=2, window_s=60, max_address_failures=3, max_name_failures=4,
+                             remember_s=100, clock=clock)
     first = throttle.admit("dr-x", "10.0.0.1")
     assert isinstance(first, Attempt) and throttle.failed(first) is None
     clock.t += 10
     second = throttle.admit("dr-x", "10.0.0.1")
-    assert isinstance(second, Attempt) and throttle.failed(second) == Lockout(50)  # the first failure ages out first
-    assert throttle.admit("dr-x", "10.0.0.7") == Lockout(50)
-    clock.t += 50
-    assert isinstance(throttle.admit("dr-x", "10.0.0.7"), Attempt)
+    assert isinstance(second, Attempt) and throttle.failed(second) == Lockout(50, PAIR)  # the first failure ages out first
+    assert isinstance(throttle.admit("dr-y", "10.0.0.1"), Attempt)  # third failure from the address
+    assert throttle.admit("dr-z", "10.0.0.1") == Lockout(50, ADDRESS)
+    for i in (7, 8):
+        assert isinstance(throttle.admit("dr-x", f"10.0.0.{i}"), Attempt)
+    assert throttle.admit("dr-x", "10.0.0.9") == Lockout(50, NAME)  # four failures for dr-x from new addresses
+    clock.t += 50  # t = 1060
+    ok = throttle.admit("dr-x", "10.0.0.9")
+    assert isinstance(ok, Attempt)
+    throttle.succeeded(ok)  # 10.0.0.9 is now a known address of dr-x
+    clock.t += 45  # t = 1105: the earlier failures have aged out
+    for i in range(4):
+        assert isinstance(throttle.admit("dr-x", f"10.0.1.{i}"), Attempt)
+    assert throttle.admit("dr-x", "10.0.1.9") == Lockout(60, NAME)
+    assert isinstance(throttle.admit("dr-x", "10.0.0.9"), Attempt)  # remembered, so exempt from the name counter
+    clock.t += 56  # t = 1161: remembered for remember_s (100 s) only
+    assert throttle.admit("dr-x", "10.0.0.9") == Lockout(4, NAME)
     with pytest.raises(ValueError):
         LoginThrottle(max_failures=0)
+    with pytest.raises(ValueError):
+        LoginThrottle(max_name_failures=0)
 
 
 def test_trusted_proxy_header_names_the_reviewer(env):

@@ -88,14 +88,16 @@ def login(request: Request, username: str = Form(""), password: str = Form(""), 
     throttle = request.app.state.login_throttle  # set by create_app
     attempt = throttle.admit(username, address)
     if isinstance(attempt, Lockout):  # refused before the password is looked at: no scrypt work, no confirmation
-        log.info("review login throttled", user=username[:64], client=address, retry_after_s=attempt.retry_after_s)
+        log.info("review login throttled", user=username[:64], client=address, counter=attempt.counter,
+                 retry_after_s=attempt.retry_after_s)
         return _locked_out(request, next, attempt)
     if not request.app.state.accounts.check(username, password):
         log.warning("review login refused", user=username[:64], client=address)
         lockout = throttle.failed(attempt)
         if lockout is not None:
             log.warning("review logins locked after repeated failures", user=username[:64], client=address,
-                        max_failures=throttle.max_failures, window_s=throttle.window_s, retry_after_s=lockout.retry_after_s)
+                        counter=lockout.counter, max_failures=throttle.limits[lockout.counter], window_s=throttle.window_s,
+                        retry_after_s=lockout.retry_after_s)
         return _render(request, "login.html", status_code=401, next=safe_next(next), error="Unknown reviewer or wrong password.", user=None)
     throttle.succeeded(attempt)
     request.state.session = Session.new(user=username)  # new CSRF token on login

@@ -1,22 +1,29 @@
 """Login throttling: after too many failed logins, stop checking passwords for a while.
 
 Why: reviewer passwords are the only thing between a network caller and the power to sign a
-clinical report. After ``max_failures`` failed logins for one username, or from one client
-address, within ``window_s`` seconds, further attempts for that username or from that address are
-refused (HTTP 429) without looking at the password: no scrypt work is spent on them, and a guess
-that happens to be right is not confirmed while the lock lasts. The window slides: the lock lifts
-once the oldest of the counted failures is ``window_s`` old.
+clinical report. Refused attempts get HTTP 429 without the password being looked at: no scrypt work
+is spent on them, and a guess that happens to be right is not confirmed while the lock lasts. Each
+window slides: a lock lifts once the oldest of the failures it counts is ``window_s`` old.
 
-Two counters, because either alone is easy to get around: per username stops guessing one
-reviewer's password from many addresses; per address stops one caller trying a password against
-many usernames. A successful login clears its username's counter, not its address's, so a caller
-holding one valid account cannot wipe its own record between guesses at others.
+Three counters, each closing a gap the others leave, and none letting a stranger lock a reviewer out:
 
-Counters live in memory, in one ``LoginThrottle`` per app instance: a restart forgets them, and a
-deployment that runs several server processes behind a balancer would need a shared store (a
-database table or Redis) to count across them. Behind a reverse proxy the client address is the
-proxy's unless uvicorn trusts its ``X-Forwarded-For`` (it does for a proxy on 127.0.0.1 or ::1; others
-must be listed in ``FORWARDED_ALLOW_IPS``).
+- **name from one address** (``max_failures``, 5): guessing one reviewer's password from one place.
+- **address** (``max_address_failures``, 20, across names): one caller trying a password against many
+  names. Higher than the first, so colleagues behind one NAT address do not lock each other out.
+- **name from new addresses** (``max_name_failures``, 20, across addresses): guessing one reviewer's
+  password from many places. It counts and locks only addresses the name has not logged in from:
+  an address where the reviewer logged in successfully (remembered ``remember_s``, 30 days) is
+  exempt, so a distributed attack cannot lock the reviewer out of their usual machine.
+
+A successful login clears its name-from-this-address counter and takes back its own provisional
+counts; it does not clear the other counters, so a caller holding one valid account cannot wipe its
+record between guesses at others, and a reviewer's login does not hand an attacker fresh guesses.
+
+Counters live in memory, in one ``LoginThrottle`` per app instance: a restart forgets them (and the
+remembered addresses), and a deployment that runs several server processes behind a balancer would
+need a shared store (a database table or Redis) to count across them. Behind a reverse proxy the
+client address is the proxy's unless uvicorn trusts its ``X-Forwarded-For`` (it does for a proxy on
+127.0.0.1 or ::1; others must be listed in ``FORWARDED_ALLOW_IPS``).
 """
 
 from __future__ import annotations
@@ -29,15 +36,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 MAX_FAILURES = 5
+MAX_ADDRESS_FAILURES = 20
+MAX_NAME_FAILURES = 20
 WINDOW_S = 15 * 60.0
+REMEMBER_S = 30 * 24 * 3600.0
 MAX_KEYS = 100_000  # bounds the memory a flood of made-up usernames and addresses can take
+MAX_KNOWN_PER_NAME = 32  # remembered addresses per reviewer (the oldest is forgotten first)
+
+# counter kinds, named for the logs
+PAIR, ADDRESS, NAME = "name from this address", "address", "name from new addresses"
+
+Key = tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class Lockout:
-    """Attempts are refused for ``retry_after_s`` more seconds."""
+    """Attempts are refused for ``retry_after_s`` more seconds; ``counter`` says which limit was reached."""
 
     retry_after_s: int
+    counter: str = PAIR
 
     @property
     def minutes(self) -> int:
@@ -55,67 +72,87 @@ class Attempt:
     username: str
     address: str
     at: float
+    keys: tuple[Key, ...]  # the counters it was counted in
 
 
 class LoginThrottle:
-    """Failed-login counters per username and per client address (thread-safe; handlers run in threads).
+    """Failed-login counters (thread-safe; handlers run in threads).
 
     An admitted attempt is counted as a failure before the password is checked, so a burst of
     parallel guesses cannot all slip in before the first one is counted; a success takes it back.
     """
 
     def __init__(self, max_failures: int = MAX_FAILURES, window_s: float = WINDOW_S, *,
-                 clock: Callable[[], float] = time.monotonic, max_keys: int = MAX_KEYS) -> None:
-        if max_failures < 1 or window_s <= 0:
-            raise ValueError("max_failures must be at least 1 and window_s positive")
+                 max_address_failures: int = MAX_ADDRESS_FAILURES, max_name_failures: int = MAX_NAME_FAILURES,
+                 remember_s: float = REMEMBER_S, clock: Callable[[], float] = time.monotonic,
+                 max_keys: int = MAX_KEYS) -> None:
+        if min(max_failures, max_address_failures, max_name_failures) < 1 or window_s <= 0 or remember_s <= 0:
+            raise ValueError("the failure limits must be at least 1, window_s and remember_s positive")
         self.max_failures = max_failures
         self.window_s = window_s
+        self.remember_s = remember_s
+        self.limits = {PAIR: max_failures, ADDRESS: max_address_failures, NAME: max_name_failures}
         self.clock = clock
         self.max_keys = max_keys
-        self._failures: dict[tuple[str, str], deque[float]] = {}
+        self._failures: dict[Key, deque[float]] = {}
+        self._known: dict[str, dict[str, float]] = {}  # name -> address -> time of its last successful login
         self._lock = threading.Lock()
 
     def admit(self, username: str, address: str) -> Attempt | Lockout:
-        """A Lockout when the username or the address is locked; otherwise the attempt, already counted."""
-        keys = _keys(username, address)
+        """A Lockout when any counter for this name and address is at its limit; otherwise the attempt, already counted."""
+        name, address = username[:64], address[:64]  # longer input cannot name an account: cut to bound memory
         with self._lock:
             now = self.clock()
+            keys = self._keys(name, address, now)
             lockout = self._lockout(keys, now)
             if lockout is not None:
                 return lockout
             for key in keys:
                 self._failures.setdefault(key, deque()).append(now)
             self._bound(now)
-            return Attempt(keys[0][1], keys[1][1], now)
+            return Attempt(name, address, now, keys)
 
     def failed(self, attempt: Attempt) -> Lockout | None:
-        """The attempt failed (it is already counted); a Lockout when this failure reached the limit."""
+        """The attempt failed (it is already counted); a Lockout when this failure reached a limit."""
         with self._lock:
-            return self._lockout(_keys(attempt.username, attempt.address), self.clock())
+            return self._lockout(attempt.keys, self.clock())
 
     def succeeded(self, attempt: Attempt) -> None:
-        """Clear the username's failures and take back the attempt's provisional count on its address."""
+        """Clear the name-from-this-address counter, take back the attempt's other counts, remember the address."""
         with self._lock:
-            self._failures.pop(("user", attempt.username), None)
-            stamps = self._failures.get(("addr", attempt.address))
-            if stamps is not None and attempt.at in stamps:
-                stamps.remove(attempt.at)
+            for key in attempt.keys:
+                if key[0] == PAIR:
+                    self._failures.pop(key, None)
+                elif (stamps := self._failures.get(key)) is not None and attempt.at in stamps:
+                    stamps.remove(attempt.at)
+            known = self._known.setdefault(attempt.username, {})
+            known.pop(attempt.address, None)
+            known[attempt.address] = self.clock()
+            while len(known) > MAX_KNOWN_PER_NAME:
+                del known[next(iter(known))]
 
-    def _lockout(self, keys: tuple[tuple[str, str], ...], now: float) -> Lockout | None:
-        waits = [self._wait(key, now) for key in keys]
-        longest = max(waits)
-        return Lockout(max(1, math.ceil(longest))) if longest > 0 else None
+    def _keys(self, name: str, address: str, now: float) -> tuple[Key, ...]:
+        keys: tuple[Key, ...] = ((PAIR, name, address), (ADDRESS, address))
+        seen = self._known.get(name, {}).get(address)
+        if seen is None or seen <= now - self.remember_s:  # a new address for this name
+            keys += ((NAME, name),)
+        return keys
 
-    def _wait(self, key: tuple[str, str], now: float) -> float:
-        """Seconds until ``key`` has fewer than ``max_failures`` failures in the window (0: not locked)."""
+    def _lockout(self, keys: tuple[Key, ...], now: float) -> Lockout | None:
+        wait, counter = max((self._wait(key, now), key[0]) for key in keys)
+        return Lockout(max(1, math.ceil(wait)), counter) if wait > 0 else None
+
+    def _wait(self, key: Key, now: float) -> float:
+        """Seconds until ``key`` has fewer failures in the window than its limit (0: not locked)."""
         stamps = self._failures.get(key)
         if not stamps:
             return 0.0
         while stamps and stamps[0] <= now - self.window_s:
             stamps.popleft()
-        if len(stamps) < self.max_failures:
+        limit = self.limits[key[0]]
+        if len(stamps) < limit:
             return 0.0
-        return stamps[-self.max_failures] + self.window_s - now
+        return stamps[-limit] + self.window_s - now
 
     def _bound(self, now: float) -> None:
         """Past ``max_keys`` counters, drop stale ones, then the oldest, so memory stays bounded."""
@@ -125,8 +162,3 @@ class LoginThrottle:
             del self._failures[key]
         while len(self._failures) > self.max_keys:
             del self._failures[next(iter(self._failures))]
-
-
-def _keys(username: str, address: str) -> tuple[tuple[str, str], tuple[str, str]]:
-    # account names are at most 64 characters; longer input cannot name an account and is cut to bound memory
-    return ("user", username[:64]), ("addr", address[:64])

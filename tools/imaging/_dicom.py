@@ -244,7 +244,8 @@ def _is_non_image(ds: Dataset) -> str | None:
     if modality in _NON_IMAGE_MODALITIES:
         return f"its modality is {modality}"
     if "Rows" not in ds or "Columns" not in ds:
-        return "it has no image matrix (Rows/Columns)"
+        # a file cut exactly between two header elements parses cleanly and ends up here too
+        return "it has no image matrix (Rows/Columns); if it should be an image, it may be truncated"
     if int(ds.get("SamplesPerPixel", 1)) != 1:
         return "it is a colour image (e.g. a screen capture), not a greyscale MR image"
     return None
