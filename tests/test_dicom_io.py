@@ -59,6 +59,14 @@ def _refused(folder: Path, code: str) -> StudyError:
     return info.value
 
 
+def test_written_series_is_byte_identical_for_one_seed(phantom, series, tmp_path):
+    again = tmp_path / "again"
+    write_dicom_series(phantom.images, phantom.spacing_mm, again, slice_thickness_mm=7.0, seed=11, **FAKE)
+    assert {p.name: sha256_file(p) for p in series.iterdir()} == {p.name: sha256_file(p) for p in again.iterdir()}
+    ds = pydicom.dcmread(_file(again, 2, 3), stop_before_pixels=True)
+    assert ds.SOPInstanceUID == ds.file_meta.MediaStorageSOPInstanceUID  # the UID we derived from the seed, in both places
+
+
 def test_round_trip_with_shuffled_names_orders_by_tags(phantom, series):
     names = sorted(p.name for p in series.iterdir())
     assert len(names) == 30 and not any(n.startswith("IM_") for n in names)  # random names

@@ -168,7 +168,9 @@ def write_dicom_series(
             ds.RescaleSlope = slope
             ds.RescaleType = "US"
             stored = np.clip(np.rint((arr[t, s] - intercept) / slope), 0, 65535).astype(np.uint16)
-            ds.set_pixel_data(stored, photometric_interpretation="MONOCHROME2", bits_stored=16)
+            # pydicom 3 would otherwise replace the SOP Instance UID with a random one (of random length),
+            # making the written series differ from run to run
+            ds.set_pixel_data(stored, photometric_interpretation="MONOCHROME2", bits_stored=16, generate_instance_uid=False)
             name = str(uuid.UUID(int=rng.getrandbits(128), version=4)) if shuffle_names else f"IM_{t:04d}_{s:04d}.dcm"
             path = out / name
             ds.save_as(path, enforce_file_format=True)
