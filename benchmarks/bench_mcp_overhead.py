@@ -24,6 +24,8 @@ Run: python benchmarks/bench_mcp_overhead.py   (writes benchmarks/results/mcp_ov
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import os
 import socket
 import statistics
@@ -97,12 +99,10 @@ class _Phases:
         self.times: dict[str, list[float]] = {}
         self._undo: list = []
 
-    def _wrap(self, owner, name: str, key: str, is_async: bool) -> None:
-        import functools
-
+    def _wrap(self, owner, name: str, key: str) -> None:
         orig = getattr(owner, name)
         times = self.times.setdefault(key, [])
-        if is_async:
+        if inspect.iscoroutinefunction(orig):
             @functools.wraps(orig)
             async def timed(*a, **k):
                 t0 = time.perf_counter()
@@ -153,10 +153,10 @@ class _Phases:
         import cardiomics.mcp_server as server
 
         self._wrap_middleware(server.AuditCalls)
-        self._wrap(server.RegistryTool, "_call", "worker", False)
-        self._wrap(server, "call_tool", "tool", False)
-        self._wrap(server._PendingCall, "succeeded", "audit_line", False)
-        self._wrap(sdk.ClientSession, "validate_tool_result", "validation", True)
+        self._wrap(server.RegistryTool, "_call", "worker")
+        self._wrap(server, "call_tool", "tool")
+        self._wrap(server._PendingCall, "succeeded", "audit_line")
+        self._wrap(sdk.ClientSession, "validate_tool_result", "validation")
 
     def reset(self) -> None:
         for v in self.times.values():

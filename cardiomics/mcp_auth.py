@@ -248,10 +248,10 @@ class AuditRefusals:
     correlate repeated attempts, useless for forging a token). It never records the token itself.
     """
 
-    def __init__(self, app, settings: Settings) -> None:
+    def __init__(self, app, settings: Settings, tokens: TokenStore | None = None) -> None:
         self.app = app
         self.settings = settings
-        self.tokens = TokenStore(settings)
+        self.tokens = tokens or TokenStore(settings)
 
     async def __call__(self, scope: dict[str, Any], receive, send) -> None:
         if scope.get("type") != "http":

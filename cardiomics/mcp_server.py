@@ -334,9 +334,11 @@ def http_app(settings: Settings | None = None, *, host: str = "127.0.0.1", no_au
     """
     from starlette.middleware import Middleware as ASGIMiddleware
 
-    from cardiomics.mcp_auth import LOOPBACK, AuditRefusals, token_verifier
+    from cardiomics.mcp_auth import LOOPBACK, AuditRefusals, TokenStore, token_verifier
 
     settings = (settings or Settings.from_env()).ensure()
-    server = build_server(settings, auth=None if no_auth else token_verifier(settings), remote=True, root=root)
+    tokens = TokenStore(settings)  # one store (and one cached read of the file) for the verifier and the refusal audit
+    server = build_server(settings, auth=None if no_auth else token_verifier(settings, store=tokens), remote=True, root=root)
     allowed = [host] if host in LOOPBACK else None
-    return server.http_app(path="/mcp", middleware=[ASGIMiddleware(AuditRefusals, settings=settings)], allowed_hosts=allowed)
+    return server.http_app(path="/mcp", middleware=[ASGIMiddleware(AuditRefusals, settings=settings, tokens=tokens)],
+                           allowed_hosts=allowed)
