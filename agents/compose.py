@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from jinja2 import Environment, StrictUndefined
 
@@ -193,7 +194,7 @@ def compose(state: dict[str, Any], version: int, figure_png: Callable[[str], str
                   for r in results.values() if isinstance(r, dict) and r.get("provenance")}
     return Report(
         run_id=state["run_id"], study_key=results["load_study"]["study_key"], version=version, status="draft",
-        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), findings=found, qc=qc, qc_verdict=verdict,
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"), findings=found, qc=qc, qc_verdict=verdict,
         narrative=narrative(found, verdict, state.get("change_requests", []),
                             " ".join(x for x in (molecular_summary(results), cohort_summary(results)) if x), literature(results)),
         limitations=LIMITATIONS + (MOLECULAR_LIMITATIONS if results.get("score_programmes") else [])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,10 @@ from cardiomics.hashing import sha256_bytes
 from cardiomics.tools import ArtifactStore, ToolContext
 from cardiomics.tools.report import Signature
 
-from .protocol import DeterministicPlanner, Planner
 from .compose import FIGURE_REF, compose
 from .executor import ToolExecutor
 from .grounding import check, numeric_values
+from .protocol import DeterministicPlanner, Planner
 from .reports import ReportStore
 from .state import Decision, RunState
 
@@ -42,7 +42,7 @@ class Services:
     reports: ReportStore
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Services":
+    def from_settings(cls, settings: Settings) -> Services:
         settings.ensure()
         return cls(settings, ArtifactStore(settings.artifacts_dir), ReportStore(settings.reports_dir))
 
@@ -168,7 +168,7 @@ def build_graph(services: Services, checkpointer, planner: Planner | None = None
     def _decide(state: RunState, checkpoint: str, raw: Any, approved_status: str) -> dict:
         decision = Decision.model_validate(raw)
         attempt = sum(1 for d in state.get("decisions", []) if d["checkpoint"] == checkpoint) + 1
-        at = raw.get("at") or datetime.now(timezone.utc).isoformat(timespec="seconds")
+        at = raw.get("at") or datetime.now(UTC).isoformat(timespec="seconds")
         services.audit(state["run_id"]).append(
             "approval", decision.reviewer, checkpoint=checkpoint, decision=decision.decision,
             comment=decision.comment, once_key=f"approval:{checkpoint}:{attempt}")

@@ -6,16 +6,18 @@ unit (``150.0 ml``, ``59.9 %``) must match a value carrying that unit (or a valu
 unit), so a volume cannot stand in for an ejection fraction. Thousands separators (``1,234``),
 decimal commas (``62,4``), leading decimals (``.45``) and scientific notation (``3e-4``) are read
 as the numbers they are, and so is a number glued to the abbreviation of a cardiac quantity
-(``EF45%``, ``LVEDV212ml``), while digits inside names (``MYH7``, ``COL1A1``, ``T1``) are not numbers. Every knowledge id in the text (``kb:…``, bracketed or not, alone or in a
-list) must be among the ids retrieval returned in this run; an id in any other spelling (``kb-…``)
-was never returned and is flagged.
+(``EF45%``, ``LVEDV212ml``), while digits inside names (``MYH7``, ``COL1A1``, ``T1``) are not numbers.
+Every knowledge id in the text (``kb:…``, bracketed or not, alone or in a list) must be among the
+ids retrieval returned in this run; an id in any other spelling (``kb-…``) was never returned and
+is flagged.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 _NUMBER = re.compile(r"""
     (?<![\w.,])
@@ -51,7 +53,7 @@ class UnitValue(float):
 
     unit: str
 
-    def __new__(cls, value: float, unit: str) -> "UnitValue":
+    def __new__(cls, value: float, unit: str) -> UnitValue:
         obj = super().__new__(cls, value)
         obj.unit = unit
         return obj
@@ -118,7 +120,7 @@ def check(text: str, values: Iterable[float], retrieved_ids: Iterable[str] = ())
         tol = 0.5 * 10 ** (-decimals) + 1e-9
         unit_m = _UNIT.match(scan, end)
         unit = _norm_unit(unit_m.group(1)) if unit_m else None
-        ok_unit = (lambda u: not u or u == unit) if unit in units_known else (lambda u: True)
+        ok_unit = (lambda u, unit=unit: not u or u == unit) if unit in units_known else (lambda u: True)
         if not any(ok_unit(u) and (abs(v - x) <= tol or abs(abs(v) - abs(x)) <= tol) for v, u in pool):
             where = f" {unit}" if unit else ""
             problems.append(f"number {raw.strip()}{where} at character {start} matches no tool output"

@@ -5,7 +5,7 @@ A tool's own ``role`` puts it on that role's list; the extras below are delibera
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from cardiomics.tools import registry
 
@@ -16,7 +16,7 @@ _EXTRA: dict[str, frozenset[str]] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def allowed_tools(role: str) -> frozenset[str]:
     tools = registry()
     own = {name for name, spec in tools.items() if spec.role == role}

@@ -5,10 +5,11 @@ from __future__ import annotations
 import fcntl
 import json
 import secrets
+from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 from langgraph.types import Command
 from pydantic import BaseModel
@@ -51,7 +52,7 @@ class Runs:
     def close(self) -> None:
         self._checkpointer.close()
 
-    def __enter__(self) -> "Runs":
+    def __enter__(self) -> Runs:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -69,11 +70,12 @@ class Runs:
         """Start a run and take it to its first checkpoint (or to failure)."""
         if not Path(study_path).exists():
             raise InputError("not-found", f"study path {study_path} does not exist", hint="pass a DICOM series folder or a NIfTI file")
-        created = datetime.now(timezone.utc)
+        created = datetime.now(UTC)
         run_id = f"run-{created:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
         self._index(run_id).write_text(json.dumps({"run_id": run_id, "created_at": created.isoformat(timespec="seconds")}))
         patient = {k: v for k, v in (("height_cm", height_cm), ("weight_kg", weight_kg), ("sex", sex)) if v is not None}
-        self.services.audit(run_id).append("run_start", "system", cardiomics_version=__version__, llm=getattr(self.planner, "description", "none (deterministic planner)"),
+        self.services.audit(run_id).append("run_start", "system", cardiomics_version=__version__,
+                                           llm=getattr(self.planner, "description", "none (deterministic planner)"),
                                            prompt_sha256=prompts.prompt_hashes(), omics=bool(omics_path),
                                            patient_fields=sorted(patient), once_key="start")
         inputs = {"study_path": str(Path(study_path).resolve()), "omics_path": str(Path(omics_path).resolve()) if omics_path else None}
@@ -117,7 +119,7 @@ class Runs:
             if decision == "changes-requested" and current.waiting_for != "sign-off":
                 raise PolicyError("no-changes-at-qc", "changes can be requested on a report draft, not at segmentation QC",
                                   hint="approve or reject the segmentation")
-            at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            at = datetime.now(UTC).isoformat(timespec="seconds")
             self.graph.invoke(Command(resume={"reviewer": reviewer, "decision": decision, "comment": comment, "at": at}),
                               self._config(run_id))
             return self.status(run_id)

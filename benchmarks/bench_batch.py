@@ -98,7 +98,8 @@ def main() -> None:
               "earlier_results_kept": all(after.get(k) == v for k, v in before.items()),
               "only_remainder_analysed": summary["skipped"] == len(before) and summary["done"] == n_sub - len(before)}
     con.print(f"resume: killed after {len(before)}/{n_sub}; rerun skipped {summary['skipped']}, analysed {summary['done']}", highlight=False)
-    figures = {"n_studies": args.n, "corrupt_study": f"study-{corrupt:04d}", "study_shape": "12 frames x 8 slices x 128^2", "cohort_generation_s": round(gen_s, 1),
+    figures = {"n_studies": args.n, "corrupt_study": f"study-{corrupt:04d}", "study_shape": "12 frames x 8 slices x 128^2",
+               "cohort_generation_s": round(gen_s, 1),
                "cpus": os.cpu_count(), "runs_by_workers": runs, "scaling_2_over_1": scaling, "resume": resume,
                "load_average": load_average()}
     path = write("batch", figures)

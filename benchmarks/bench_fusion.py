@@ -58,7 +58,8 @@ def _tool_latency(tmp: Path) -> dict:
     nb = call_tool("cohort_neighbours", {"projection_id": proj.projection_id, "k": 5}, ctx)
     nb_ms = (time.perf_counter() - t0) * 1000
     truth = json.loads((ctx.store.root / "sample" / "truth.json").read_text())
-    return {"project_one_patient_ms": ms, "neighbours_first_call_with_index_build_ms": build_ms, "neighbours_ms": nb_ms, "demo_neighbours": [n.patient_id for n in nb.neighbours],
+    return {"project_one_patient_ms": ms, "neighbours_first_call_with_index_build_ms": build_ms, "neighbours_ms": nb_ms,
+            "demo_neighbours": [n.patient_id for n in nb.neighbours],
             "demo_neighbour_distances": [n.distance for n in nb.neighbours],
             "demo_truth_lv_edv_ml": truth["truth"]["lv_edv_ml"], "demo_mean_posterior_sd": proj.mean_posterior_sd}
 
@@ -67,7 +68,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--retrain", action="store_true", help="train a fresh MVAE instead of loading the shipped weights")
     args = ap.parse_args()
-    from cardiomics.models.fusion import CCABaseline, LateFusionBaseline, MVAE, Oracle, load_reference
+    from cardiomics.models.fusion import MVAE, CCABaseline, LateFusionBaseline, Oracle, load_reference
     from cardiomics.models.fusion.evaluate import evaluate_model
     from cardiomics.models.fusion.reference import HELD_OUT, split
     from cardiomics.synthetic.cohort import simulate_cohort

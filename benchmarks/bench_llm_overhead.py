@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from _common import write  # noqa: E402
+from _common import write
 
 
 def main() -> None:
@@ -35,6 +35,7 @@ def main() -> None:
     from cardiomics.config import Settings
     from cardiomics.synthetic.phantom import PhantomSpec, make_phantom
     from cardiomics.tools.imaging._dicom import write_dicom_series
+
     from llm_helpers import PhantomLabels, analysis_and_explanation, narrative_reply, standard_processing
 
     ph = make_phantom(PhantomSpec(n_frames=16, n_slices=8, rows=160, cols=160, seed=11))
@@ -58,7 +59,8 @@ def main() -> None:
     per_step.sort()
     figures = {"llm_steps_per_run": steps_total // args.runs, "overhead_per_step_ms_median": round(1000 * per_step[len(per_step) // 2], 1),
                "overhead_per_step_ms_max": round(1000 * per_step[-1], 1), "runs": args.runs,
-               "note": "wall time of start+QC approval minus tool durations minus model time, per model request (graph, checkpoints, audit, redaction, guard, validation)"}
+               "note": "wall time of start+QC approval minus tool durations minus model time, per model request "
+                       "(graph, checkpoints, audit, redaction, guard, validation)"}
     print(figures)
     write("llm_overhead", figures)
 

@@ -254,11 +254,11 @@ def _free_port() -> int:
 
 def main() -> None:
     import fastmcp
-    from cardiomics.tools import ArtifactStore, ToolContext, call_tool
     from rich.console import Console
 
     from cardiomics.config import Settings
     from cardiomics.mcp_server import build_server
+    from cardiomics.tools import ArtifactStore, ToolContext, call_tool
 
     tmp = Path(tempfile.mkdtemp(prefix="cardiomics-bench-mcp-"))
     os.environ.update({"CARDIOMICS_HOME": str(tmp / "home"), "CARDIOMICS_AUDIT_DIR": str(tmp / "audit")})
@@ -333,7 +333,8 @@ def main() -> None:
     con.print(f"where an in-process call's overhead goes (a second run with timers; medians, ms): "
               f"cardiomics' own code {b['cardiomics_own']:.2f} (audit line {b['audit_line']:.2f}, result dump and text "
               f"{b['result_serialisation']:.2f}, middleware {b['middleware_own']:.2f}); fastmcp tool lookup and thread hops "
-              f"{b['lookup_and_thread_hops']:.2f}, the tool itself slower in the worker thread {b['tool_in_worker_minus_direct']:.2f}; client: output-schema validation {b['client_validation']:.2f}, "
+              f"{b['lookup_and_thread_hops']:.2f}, the tool itself slower in the worker thread {b['tool_in_worker_minus_direct']:.2f}; "
+              f"client: output-schema validation {b['client_validation']:.2f}, "
               f"hydration {b['client_hydration']:.2f}; MCP request/response and transport {b['mcp_stack']:.2f}", highlight=False)
     con.print(f"written to {path}", highlight=False)
 

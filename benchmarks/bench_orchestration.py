@@ -93,16 +93,17 @@ def graph(study: Path, root: Path) -> tuple[float, dict]:
 
     figures_json = len(json.dumps(values["results"].get("report_figures", {})))
     results_json = len(json.dumps(values["results"]))
-    return wall, {"tool_s": round(_tool_seconds(values["results"]), 3), "to_qc_s": round(t_qc, 3), "checkpoint_db_bytes": os.path.getsize(s.checkpoint_db), "checkpoint_blob_bytes": blob,
+    return wall, {"tool_s": round(_tool_seconds(values["results"]), 3), "to_qc_s": round(t_qc, 3),
+                  "checkpoint_db_bytes": os.path.getsize(s.checkpoint_db), "checkpoint_blob_bytes": blob,
                   "checkpoints": n_ckpt, "state_results_json_bytes": results_json, "state_report_figures_json_bytes": figures_json}
 
 
 def main() -> None:
     import torch
-    from cardiomics.tools.imaging._dicom import write_dicom_series
     from rich.console import Console
 
     from cardiomics.synthetic.phantom import PhantomSpec, make_phantom
+    from cardiomics.tools.imaging._dicom import write_dicom_series
 
     torch.set_num_threads(2)
     tmp = Path(tempfile.mkdtemp(prefix="cardiomics-bench-orch-"))

@@ -17,8 +17,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import peak_rss_mb, write  # noqa: E402
-from rich.console import Console  # noqa: E402
+from rich.console import Console
+
+from _common import peak_rss_mb, write
 
 LOADS, WARMUP, BUDGET_MS = 20, 2, 300.0
 PASSWORD = "benchmark password"

@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import peak_rss_mb, write  # noqa: E402
-from rich.console import Console  # noqa: E402
+from rich.console import Console
+
+from _common import peak_rss_mb, write
 
 CLI = [sys.executable, "-m", "cardiomics.cli"]
 

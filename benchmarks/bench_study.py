@@ -36,6 +36,7 @@ def _frame(ph, tmp: Path, ctx) -> dict:
 
     import nibabel as nib
     import numpy as np
+
     from cardiomics.tools import call_tool
 
     sp = ph.spacing_mm  # (slice, row, col)
@@ -61,13 +62,13 @@ def _frame(ph, tmp: Path, ctx) -> dict:
 
 def main() -> None:
     import torch
+    from rich.console import Console
+
     from cardiomics.agents.compose import compose
+    from cardiomics.synthetic.phantom import PhantomSpec, make_phantom
     from cardiomics.tools import ArtifactStore, ToolContext, call_tool, registry
     from cardiomics.tools.imaging._dicom import write_dicom_series
     from cardiomics.tools.report import render_html
-    from rich.console import Console
-
-    from cardiomics.synthetic.phantom import PhantomSpec, make_phantom
 
     torch.set_num_threads(THREADS)
     registry()

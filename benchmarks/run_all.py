@@ -23,8 +23,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
-from _common import machine
-from _measure import load_average
+from _common import machine  # noqa: E402
+from _measure import load_average  # noqa: E402
 
 
 def flatten(obj, prefix: str = "") -> dict[str, float]:

@@ -7,8 +7,9 @@ sign-off were *not given*, and each report stays a draft. The same tools, execut
 audit of every call) and report composition as the interactive graph are used.
 
 Distribution is Dask's (``dask.distributed``): a LocalCluster of single-threaded worker processes
-by default, or an existing scheduler (``tcp://host:8786``; its workers must see the same file
-system). A study is one task; a study that fails is recorded and the batch goes on. Outputs are
+by default, or an existing scheduler (``tcp://host:8786``), checked before any study runs: its
+workers must run this cardiomics version and see the studies and the output folder at the same
+paths. A study is one task; a study that fails is recorded and the batch goes on. Outputs are
 written atomically with a manifest of hashes last, so a batch killed midway is resumed by running
 it again: studies whose outputs verify are skipped.
 
@@ -337,7 +338,20 @@ def _quiet_structlog() -> None:
         cache_logger_on_first_use=False)
 
 
-def _prepare_worker(n: int | None) -> None:
+def _threads_here(by_worker: Mapping[str, int]) -> int | None:
+    """This worker's torch threads from the client's plan; a worker that joined later takes its own
+    machine's cores over its task threads (it cannot know about other workers on that machine)."""
+    try:
+        from dask.system import CPU_COUNT
+        from distributed import get_worker
+
+        worker = get_worker()
+    except (ImportError, ValueError):  # not running in a Dask worker
+        return None
+    return by_worker.get(worker.address) or max(1, CPU_COUNT // max(1, worker.state.nthreads))
+
+
+def _prepare_worker(n: int | Mapping[str, int] | None) -> None:
     """Once per worker process: warnings-only logs on stderr, and torch intra-op threads so that
     workers x threads does not exceed the cores (oversubscription slows every worker down)."""
     global _WORKER_READY
@@ -345,6 +359,8 @@ def _prepare_worker(n: int | None) -> None:
         return
     if not structlog.is_configured():
         _quiet_structlog()
+    if isinstance(n, Mapping):
+        n = _threads_here(n)
     if n:
         import torch
 
@@ -352,7 +368,7 @@ def _prepare_worker(n: int | None) -> None:
     _WORKER_READY = True
 
 
-def analyse_study(name: str, path: str, out_dir: str, salt: bytes, *, torch_threads: int | None = None,
+def analyse_study(name: str, path: str, out_dir: str, salt: bytes, *, torch_threads: int | Mapping[str, int] | None = None,
                   keep_artifacts: bool = False, covariates: Covariates | None = None) -> dict[str, Any]:
     """Analyse one study (with its height, weight and sex when known) and write its outputs;
     returns a StudyOutcome as a dict. Never raises for a bad study."""
@@ -386,7 +402,8 @@ def analyse_study(name: str, path: str, out_dir: str, salt: bytes, *, torch_thre
         files = {rel: _sha256(study_out / rel) for rel in (PHENOTYPES, REPORT_JSON, REPORT_HTML)}
         manifest = {"study": name, "run_id": run_id, "audit": f"audit/{run_id}.jsonl", "files": files,
                     "covariates_sha256": covariates_sha256(covariates),
-                    "finished_at": datetime.now(UTC).isoformat(timespec="seconds"), "approvals": APPROVALS_NOTE}
+                    "finished_at": datetime.now(UTC).isoformat(timespec="seconds"), "approvals": APPROVALS_NOTE,
+                    "worker": worker}  # host:pid, so a cluster's odd results can be traced to the machine that made them
         _write_atomic(study_out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))  # last: marks the study done
         return StudyOutcome(study=name, status="done", run_id=run_id, seconds=round(time.perf_counter() - started, 3),
                             worker=worker).model_dump()
@@ -495,21 +512,124 @@ def _warm_shared_stores() -> None:
         open_index()
 
 
-def _client(workers: int, address: str | None):
-    """A Dask client: to ``address`` (tcp://…) or to a new LocalCluster of single-threaded processes."""
+SCHEDULER_TIMEOUT_S = 30.0  # connecting to the scheduler named by --address
+WORKERS_TIMEOUT_S = 120.0  # that scheduler having at least one worker
+_ADDRESS_HINT = "pass the address `dask scheduler` prints, e.g. tcp://10.0.0.5:8786, and start workers with `dask worker tcp://10.0.0.5:8786`"
+
+
+def check_address(address: str) -> None:
+    """Refuse what is not a Dask scheduler address before any work (Dask's own error comes late and raw)."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    if address.startswith("ray://"):
+        raise InputError("ray-not-installed", "Ray addresses are not supported by this installation",
+                         hint="run a Dask scheduler (`dask scheduler`, `dask worker tcp://…`) and pass its tcp:// address")
+    try:
+        scheme, location = parse_address(address, strict=True)
+        if scheme not in ("tcp", "tls"):
+            raise ValueError(f"the scheme is {scheme}://, not tcp:// or tls://")
+        parse_host_port(location)
+    except ValueError as exc:
+        raise InputError("bad-address", f"--address {address!r} is not a Dask scheduler address: {exc}", hint=_ADDRESS_HINT) from None
+
+
+def _probe_worker(studies_dir: str, probe: str, token: str, dask_worker=None) -> dict[str, Any]:
+    """Runs on each worker of a given scheduler: its cardiomics version, whether it sees the studies
+    and the output folder at the paths the client uses (a file the client just wrote, with its content),
+    and its machine, cores and task threads."""
+    from dask.system import CPU_COUNT
+
+    from cardiomics import __version__
+
+    try:
+        sees_out = Path(probe).read_text(encoding="utf-8") == token
+    except OSError:
+        sees_out = False
+    return {"version": __version__, "sees_studies": Path(studies_dir).is_dir(), "sees_out": sees_out,
+            "host": socket.gethostname(), "cores": CPU_COUNT, "nthreads": dask_worker.state.nthreads if dask_worker else 1}
+
+
+def torch_threads_per_worker(report: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
+    """Torch threads of each worker: its machine's cores shared among the task threads of every worker
+    on that machine (four 1-thread workers on 16 cores get 4 each, not 16 each)."""
+    from collections import Counter
+
+    tasks_on = Counter()
+    for r in report.values():
+        tasks_on[r["host"]] += max(1, int(r["nthreads"]))
+    return {w: max(1, int(r["cores"]) // tasks_on[r["host"]]) for w, r in report.items()}
+
+
+def check_workers(report: Mapping[str, Mapping[str, Any]], studies_dir: Path, out: Path) -> None:
+    """Refuse a cluster whose workers cannot do the work: another cardiomics version, or not seeing the
+    studies or the output folder (workers read and write them by path, so every worker must mount them alike)."""
+    from cardiomics import __version__
+
+    def named(workers: list[str]) -> str:
+        return f"{len(workers)} of {len(report)} workers ({', '.join(workers[:3])}{' …' if len(workers) > 3 else ''})"
+
+    other = sorted(w for w, r in report.items() if r.get("version") != __version__)
+    if other:
+        versions = sorted({str(report[w].get("version")) for w in other})
+        raise InputError("worker-version-mismatch", f"{named(other)} run cardiomics {', '.join(versions)}, this client {__version__}",
+                         hint="install the same cardiomics version in every worker's Python environment, then restart the workers")
+    for key, what, folder in (("sees_studies", "the studies folder", studies_dir), ("sees_out", "the output folder", out)):
+        blind = sorted(w for w, r in report.items() if not r.get(key))
+        if blind:
+            raise InputError("workers-cannot-see-files", f"{named(blind)} cannot see {what} {folder}",
+                             hint="put the studies and --out on a file system every worker mounts at the same path as this machine")
+
+
+def _connect(address: str, studies_dir: Path, out: Path):
+    """A client of the scheduler at ``address`` once it has a worker and every worker can do the work,
+    with each worker's torch threads."""
+    from dask.distributed import Client
+
+    try:
+        client = Client(address, timeout=SCHEDULER_TIMEOUT_S)
+    except (OSError, TimeoutError) as exc:
+        raise InputError("scheduler-unreachable", f"no Dask scheduler answered at {address} within {SCHEDULER_TIMEOUT_S:g} s ({exc})",
+                         hint=f"check the host, port and firewall; {_ADDRESS_HINT}") from None
+    probe = out / f".worker-probe-{os.urandom(6).hex()}"
+    try:
+        try:
+            client.wait_for_workers(1, timeout=WORKERS_TIMEOUT_S)
+        except (OSError, TimeoutError):
+            raise InputError("no-workers", f"the Dask scheduler at {address} has had no worker for {WORKERS_TIMEOUT_S:g} s",
+                             hint="start workers with `dask worker " + address + "` on machines that see the studies and --out") from None
+        token = os.urandom(16).hex()
+        probe.write_text(token, encoding="utf-8")
+        try:
+            report = client.run(_probe_worker, str(studies_dir), str(probe), token)
+        except Exception as exc:  # noqa: BLE001 - e.g. a worker without cardiomics cannot unpickle the probe
+            raise InputError("workers-cannot-run-cardiomics", f"a worker of {address} could not run cardiomics: {type(exc).__name__}: {str(exc)[:300]}",
+                             hint="install cardiomics (the same version as here) in every worker's Python environment") from None
+        check_workers(report, studies_dir, out)
+    except BaseException:
+        client.close()
+        raise
+    finally:
+        probe.unlink(missing_ok=True)
+    threads = torch_threads_per_worker(report)
+    log.info("dask scheduler ready", address=address, workers=len(report), torch_threads=threads)
+    return client, threads
+
+
+def _client(workers: int, address: str | None, studies_dir: Path, out: Path):
+    """A Dask client, its LocalCluster (None for a given scheduler) and the studies' torch threads:
+    a given scheduler at ``address`` (tcp://…), checked, or a new LocalCluster of single-threaded processes."""
     import logging
 
     from dask.distributed import Client, LocalCluster
 
     if address:
-        if address.startswith("ray://"):
-            raise InputError("ray-not-installed", "Ray addresses are not supported by this installation",
-                             hint="run a Dask scheduler (`dask scheduler`, `dask worker tcp://…`) and pass its tcp:// address")
-        return Client(address, timeout=30), None
+        client, threads = _connect(address, studies_dir, out)
+        return client, None, threads
     logging.getLogger("distributed").setLevel(logging.WARNING)
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
                            silence_logs=logging.ERROR)
-    return Client(cluster), cluster
+    # workers x threads = the cores: oversubscribed torch threads slow every worker down
+    return Client(cluster), cluster, max(1, (os.cpu_count() or 1) // workers)
 
 
 Event = Callable[[StudyOutcome, int, int], None]
@@ -527,6 +647,8 @@ def run_batch(studies_dir: str | Path, out_dir: str | Path, *, workers: int = 1,
 
     if workers < 1:
         raise InputError("bad-workers", f"--workers must be at least 1, got {workers}")
+    if address:
+        check_address(address)
     studies = discover(studies_dir)
     per_study = load_covariates(covariates, [s.name for s in studies]) if covariates is not None else {}
     if on_plan:
@@ -551,11 +673,10 @@ def run_batch(studies_dir: str | Path, out_dir: str | Path, *, workers: int = 1,
     engine = f"dask:{address}" if address else f"dask:LocalCluster({workers} worker processes, 1 task each)"
     if todo:
         salt = _deployment_salt()
-        _warm_shared_stores()
-        client, cluster = _client(workers, address)
+        # connected (and a given cluster checked) before the knowledge index is built: a wrong address fails fast
+        client, cluster, threads = _client(workers, address, Path(studies_dir).resolve(), out)
         try:
-            n_workers = len(client.scheduler_info().get("workers", {})) or workers
-            threads = max(1, (os.cpu_count() or 1) // max(1, n_workers)) if not address else None
+            _warm_shared_stores()
             futures = {client.submit(analyse_study, s.name, str(s.path), str(out), salt, torch_threads=threads,
                                      keep_artifacts=keep_artifacts, covariates=per_study.get(s.name),
                                      key=f"study-{s.name}-{os.urandom(4).hex()}", pure=False): s

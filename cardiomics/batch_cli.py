@@ -13,10 +13,13 @@ def register(app: typer.Typer, *, friendly, out, err) -> None:
     def batch(studies_dir: Path = typer.Argument(..., help="Folder whose subfolders are studies (a DICOM series or NIfTI each)."),
               out_dir: Path = typer.Option(..., "--out", help="Output folder: phenotypes.parquet, per-study report drafts and audit trails."),
               workers: int = typer.Option(1, "--workers", help="Local worker processes; each runs one study at a time with cores / workers torch threads."),
-              address: str | None = typer.Option(None, "--address", help="An existing Dask scheduler (tcp://host:8786) instead of a local cluster."),
+              address: str | None = typer.Option(None, "--address", help="An existing Dask scheduler (tcp://host:8786) instead of a local "
+                                                 "cluster; its workers must see the studies and --out at the same paths."),
               keep_artifacts: bool = typer.Option(False, help="Keep each study's image stacks and label maps under OUT/studies/NAME/artifacts."),
-              covariates: str | None = typer.Option(None, "--covariates", help="CSV with a study column and any of height_cm, weight_kg, sex (blank = unknown): BSA-indexed values and sex-specific ranges.")) -> None:
-        """Analyse every study without approval pauses (reports stay drafts); studies already done are skipped (with --covariates, only those analysed with the same covariates)."""
+              covariates: str | None = typer.Option(None, "--covariates", help="CSV with a study column and any of height_cm, weight_kg, sex "
+                                                    "(blank = unknown): BSA-indexed values and sex-specific ranges.")) -> None:
+        """Analyse every study without approval pauses (reports stay drafts); studies already done are skipped
+        (with --covariates, only those analysed with the same covariates)."""
         from rich.markup import escape
         from rich.progress import (
             BarColumn,
@@ -52,7 +55,8 @@ def register(app: typer.Typer, *, friendly, out, err) -> None:
             summary = run_batch(studies_dir, out_dir, workers=workers, address=address, on_result=on_result, keep_artifacts=keep_artifacts,
                                 covariates=covariates, on_plan=on_plan)
         finally:
-            progress.stop()
+            if progress.live.is_started:  # stopping a bar never shown prints a stray blank line above a refusal
+                progress.stop()
         rate = f"{summary.studies_per_min:.1f} studies/min" if summary.studies_per_min else "—"
         out.print(f"{summary.n_studies} studies: [green]{summary.done} done[/], {summary.skipped} skipped (already done), "
                   f"[red]{summary.failed} failed[/] in {summary.wall_s:.1f} s ({rate}, {summary.engine})", highlight=False)

@@ -13,10 +13,11 @@ import json
 import re
 import secrets
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import structlog
 from rich.console import Console
@@ -25,7 +26,7 @@ from rich.table import Table
 
 from cardiomics.audit import AuditTrail, verify_dir
 from cardiomics.config import Settings
-from cardiomics.errors import PolicyError, CardiomicsError, InputError
+from cardiomics.errors import CardiomicsError, InputError, PolicyError
 from cardiomics.hashing import sha256_text
 
 log = structlog.get_logger(__name__)
@@ -66,7 +67,7 @@ class ChatSession:
 
         self.settings = self.settings.ensure()
         self.runs = Runs(self.settings, planner=self.planner)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         self.session_id = f"chat-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
         self.trail = AuditTrail(self.settings.audit_dir, self.session_id)
         self.transcript = self.settings.home / "chat" / f"{self.session_id}.jsonl"
@@ -350,7 +351,8 @@ class ChatSession:
                 ref = f", reference {e['reference']['lower']:g}–{e['reference']['upper']:g} {e['unit']}" if e.get("reference") else ""
                 parts.append(f"{label} {e['value']:.1f} {e['unit']} ({e['flag']}{ref})")
         flagged = [k for k in ("ed_wall_thickness_mm", "systolic_thickening_pct") if (seg.get(k) or {}).get("flag") in ("low", "high")]
-        verdict = "It is flagged because a value lies outside its reference range." if flagged else "It is not flagged: no value lies outside a reference range."
+        verdict = ("It is flagged because a value lies outside its reference range." if flagged
+                   else "It is not flagged: no value lies outside a reference range.")
         return Reply(f"Segment {n} ({seg.get('name', '')}): " + "; ".join(parts) + f". {verdict}")
 
 

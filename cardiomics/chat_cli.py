@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -11,10 +10,10 @@ import typer
 def register(app: typer.Typer, *, friendly, out, err) -> None:
     @app.command()
     @friendly
-    def chat(llm_config: Optional[Path] = typer.Option(None, "--llm-config", help="TOML file with base_url, model, api_key "
+    def chat(llm_config: Path | None = typer.Option(None, "--llm-config", help="TOML file with base_url, model, api_key "
                                                         "(default: <CARDIOMICS_HOME>/llm.toml, then OPENAI_BASE_URL, "
                                                         "OPENAI_API_KEY, CARDIOMICS_LLM_MODEL)."),
-             run: Optional[str] = typer.Option(None, "--run", help="Continue the conversation on this run.")) -> None:
+             run: str | None = typer.Option(None, "--run", help="Continue the conversation on this run.")) -> None:
         """Talk to the graph: analyse a study, ask about it, approve it. Without a model: guided commands."""
         from cardiomics.chat import open_session, run_repl
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
-from enum import Enum
+from enum import StrEnum
 from functools import wraps
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -38,7 +37,7 @@ def friendly(fn):
             return fn(*args, **kwargs)
         except CardiomicsError as exc:
             _print_error(exc.to_dict())
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None
 
     return wrapper
 
@@ -116,10 +115,10 @@ def demo() -> None:
 @app.command()
 @friendly
 def analyse(study: Path = typer.Argument(..., help="DICOM series folder, NIfTI file, or folder of per-frame NIfTI files."),
-            omics: Optional[Path] = typer.Option(None, help="An .h5ad file with the patient's transcriptomics."),
-            height: Optional[float] = typer.Option(None, help="Height in cm (for BSA indexing)."),
-            weight: Optional[float] = typer.Option(None, help="Weight in kg (for BSA indexing)."),
-            sex: Optional[str] = typer.Option(None, help="male or female (sex-specific reference ranges).")) -> None:
+            omics: Path | None = typer.Option(None, help="An .h5ad file with the patient's transcriptomics."),
+            height: float | None = typer.Option(None, help="Height in cm (for BSA indexing)."),
+            weight: float | None = typer.Option(None, help="Weight in kg (for BSA indexing)."),
+            sex: str | None = typer.Option(None, help="male or female (sex-specific reference ranges).")) -> None:
     """Run the graph on one study; stops at the QC approval checkpoint."""
     with _runs() as runs:
         with err.status("Analysing: load, QC, segment, cardiac function…"):
@@ -173,7 +172,7 @@ def list_runs() -> None:
         out.print(table)
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     json = "json"
     html = "html"
 
@@ -181,8 +180,8 @@ class Format(str, Enum):
 @app.command()
 @friendly
 def report(run_id: str, format: Format = typer.Option(Format.html, "--format", help="json or html."),
-           version: Optional[int] = typer.Option(None, help="Report version (default: the latest)."),
-           output: Optional[Path] = typer.Option(None, "--out", help="Write to this file instead of printing its path.")) -> None:
+           version: int | None = typer.Option(None, help="Report version (default: the latest)."),
+           output: Path | None = typer.Option(None, "--out", help="Write to this file instead of printing its path.")) -> None:
     """Show where a run's report is, or write it to --out."""
     from cardiomics.agents.reports import ReportStore
     from cardiomics.config import Settings
@@ -201,7 +200,7 @@ def report(run_id: str, format: Format = typer.Option(Format.html, "--format", h
 @friendly
 def segment(image: Path = typer.Argument(..., help="NIfTI volume (ACDC layout) or DICOM series folder."),
             out_path: Path = typer.Option(..., "--out", help="Label map to write (.nii.gz)."),
-            frame: Optional[int] = typer.Option(None, help="Only this frame (default: all; 4D output when several)."),
+            frame: int | None = typer.Option(None, help="Only this frame (default: all; 4D output when several)."),
             overwrite: bool = typer.Option(False, help="Replace --out if it exists.")) -> None:
     """Segment a CMR image and write LV/myocardium/RV labels (ACDC values 1 RV, 2 myo, 3 LV) on the input grid."""
     from cardiomics.config import Settings
@@ -220,10 +219,11 @@ def segment(image: Path = typer.Argument(..., help="NIfTI volume (ACDC layout) o
 @friendly
 def train_segmenter(data: Path = typer.Option(None, help="Real data folder (default: $CARDIOMICS_DATA or ../shared/data)."),
                     out_dir: Path = typer.Option(Path("models/segmenter"), "--out", help="Where weights.pt and card.json go."),
-                    seed: int = typer.Option(0), iterations: Optional[int] = typer.Option(None, help="Exact iteration count (the card records the shipped value)."),
+                    seed: int = typer.Option(0),
+                    iterations: int | None = typer.Option(None, help="Exact iteration count (the card records the shipped value)."),
                     minutes: float = typer.Option(29.5, help="Time budget when --iterations is not given."),
                     lr: float = typer.Option(2e-3, help="Peak learning rate (the shipped later stages used 5e-4)."),
-                    init_weights: Optional[Path] = typer.Option(None, help="Continue from these weights (the later stages of the shipped recipe)."),
+                    init_weights: Path | None = typer.Option(None, help="Continue from these weights (the later stages of the shipped recipe)."),
                     rv_weight: float = typer.Option(1.0, help="Weight of the RV term in the Dice loss (the later stages used 2.0)."),
                     in_channels: int = typer.Option(1, help="1: 2D; 3: 2.5D (each slice with its neighbours). A 2D --init-weights net is widened."),
                     small_rv_boost: float = typer.Option(1.0, help="Sampling weight multiplier for slices with a small RV."),
@@ -246,7 +246,7 @@ def train_segmenter(data: Path = typer.Option(None, help="Real data folder (defa
 @app.command("evaluate-segmenter")
 @friendly
 def evaluate_segmenter(data: Path = typer.Option(None, help="Real data folder (default: $CARDIOMICS_DATA or ../shared/data)."),
-                       patients: Optional[str] = typer.Option(None, help="Comma-separated patient ids (default: the card's validation split).")) -> None:
+                       patients: str | None = typer.Option(None, help="Comma-separated patient ids (default: the card's validation split).")) -> None:
     """Dice and HD95 per structure and phase, per-patient EF error, per diagnostic group, against expert labels."""
     from cardiomics.models.segmenter.evaluate import evaluate
 
@@ -279,7 +279,7 @@ def _data_dir(data: Path | None) -> Path:
 
 @audit_app.command("verify")
 @friendly
-def audit_verify(run_id: Optional[str] = typer.Argument(None, help="One run; every trail when omitted.")) -> None:
+def audit_verify(run_id: str | None = typer.Argument(None, help="One run; every trail when omitted.")) -> None:
     """Recompute the hash chain of audit trails and check reports against them; exit 1 naming the first bad line."""
     from cardiomics.audit import verify_dir
     from cardiomics.config import Settings

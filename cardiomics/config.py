@@ -21,7 +21,7 @@ class Settings(BaseModel):
     data_dir: Path | None = Field(default=None, description="Real data for training/validation (optional).")
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         home = Path(os.environ.get("CARDIOMICS_HOME", ".cardiomics")).expanduser().resolve()
         audit = Path(os.environ.get("CARDIOMICS_AUDIT_DIR", "audit_logs")).expanduser().resolve()
         data = os.environ.get("CARDIOMICS_DATA")
@@ -43,7 +43,7 @@ class Settings(BaseModel):
     def runs_dir(self) -> Path:
         return self.home / "runs"
 
-    def ensure(self) -> "Settings":
+    def ensure(self) -> Settings:
         for d in (self.home, self.audit_dir, self.artifacts_dir, self.reports_dir, self.runs_dir):
             d.mkdir(parents=True, exist_ok=True)
         return self

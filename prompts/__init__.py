@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from cardiomics.hashing import sha256_text
@@ -11,7 +11,7 @@ _DIR = Path(__file__).parent
 ROLE_FILES = {"processing": "processing.md", "analysis": "analysis.md", "explanation": "explanation.md"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(name: str) -> str:
     return (_DIR / name).read_text(encoding="utf-8")
 

@@ -32,7 +32,8 @@ def test_intact_chain_verifies(trail):
 @pytest.mark.parametrize("n", [1, 3, 6])
 def test_edit_names_the_line(trail, n):
     ls = lines(trail)
-    rec = json.loads(ls[n - 1]); rec["tool"] = "forged"
+    rec = json.loads(ls[n - 1])
+    rec["tool"] = "forged"
     ls[n - 1] = json.dumps(rec, sort_keys=True, separators=(",", ":")) + "\n"
     trail.path.write_text("".join(ls))
     r = verify_file(trail.path)
@@ -40,14 +41,16 @@ def test_edit_names_the_line(trail, n):
 
 
 def test_deletion_detected(trail):
-    ls = lines(trail); del ls[2]
+    ls = lines(trail)
+    del ls[2]
     trail.path.write_text("".join(ls))
     r = verify_file(trail.path)
     assert not r.ok and r.first_bad_line == 3
 
 
 def test_reorder_detected(trail):
-    ls = lines(trail); ls[1], ls[2] = ls[2], ls[1]
+    ls = lines(trail)
+    ls[1], ls[2] = ls[2], ls[1]
     trail.path.write_text("".join(ls))
     r = verify_file(trail.path)
     assert not r.ok and r.first_bad_line == 2

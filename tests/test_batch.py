@@ -287,3 +287,151 @@ def test_studies_with_half_the_body_size_are_named(tmp_path):
     given = load_covariates(csv, ["study-a", "study-b", "study-c", "study-d"])
     assert given["study-d"] == {"sex": "female"} and given["study-c"] == {"height_cm": 170.0, "weight_kg": 70.0}
     assert not_indexable(given) == ["study-a", "study-b"]
+
+
+# ---------------------------------------------------------------------------------------------
+# an existing Dask scheduler (--address)
+
+
+@pytest.mark.parametrize(("address", "code"), [
+    ("bogus", "bad-address"),
+    ("tcp://127.0.0.1", "bad-address"),  # no port
+    ("http://127.0.0.1:8786", "bad-address"),
+    ("ray://head:10001", "ray-not-installed"),
+])
+def test_bad_scheduler_addresses_are_refused_before_any_work(tmp_path, monkeypatch, address, code):
+    from cardiomics import batch
+
+    (tmp_path / "studies" / "study-a").mkdir(parents=True)
+    monkeypatch.setattr(batch, "_client", lambda *a, **k: pytest.fail("a connection was attempted"))
+    with pytest.raises(InputError) as exc:
+        run_batch(tmp_path / "studies", tmp_path / "out", address=address)
+    assert exc.value.code == code and exc.value.hint
+    assert not (tmp_path / "out").exists()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_scheduler_fails_fast_and_builds_nothing(tmp_path, monkeypatch):
+    from cardiomics import batch
+
+    (tmp_path / "studies" / "study-a").mkdir(parents=True)
+    knowledge = tmp_path / "knowledge"
+    for k, v in _env(tmp_path, knowledge).items():
+        if k.startswith("CARDIOMICS_"):
+            monkeypatch.setenv(k, v)
+    monkeypatch.setattr(batch, "SCHEDULER_TIMEOUT_S", 2.0)
+    address = f"tcp://127.0.0.1:{_free_port()}"  # nothing listens there
+    t0 = time.monotonic()
+    with pytest.raises(InputError) as exc:
+        run_batch(tmp_path / "studies", tmp_path / "out", address=address)
+    assert exc.value.code == "scheduler-unreachable" and address in exc.value.message and "2 s" in exc.value.message
+    assert time.monotonic() - t0 < 30
+    # the knowledge index is built only once a cluster is there to use it
+    assert not knowledge.exists() or not any(knowledge.iterdir())
+
+
+def test_worker_checks_name_what_is_wrong(tmp_path):
+    from cardiomics import __version__
+    from cardiomics.batch import check_workers
+
+    ok = {"version": __version__, "sees_studies": True, "sees_out": True}
+    studies, out = tmp_path / "studies", tmp_path / "out"
+    check_workers({"tcp://a:1": ok, "tcp://b:1": ok}, studies, out)
+    cases = [
+        ({"version": "0.0.1"}, "worker-version-mismatch", ["1 of 2 workers", "tcp://b:1", "0.0.1", __version__]),
+        ({"sees_studies": False}, "workers-cannot-see-files", ["1 of 2 workers", "tcp://b:1", "studies folder", str(studies)]),
+        ({"sees_out": False}, "workers-cannot-see-files", ["output folder", str(out)]),
+    ]
+    for change, code, words in cases:
+        with pytest.raises(InputError) as exc:
+            check_workers({"tcp://a:1": ok, "tcp://b:1": {**ok, **change}}, studies, out)
+        assert exc.value.code == code and exc.value.hint
+        for w in words:
+            assert w in exc.value.message, (w, exc.value.message)
+
+
+def _start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", *args], stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+def test_existing_scheduler_runs_the_batch_on_its_own_workers(pair, knowledge_dir, tmp_path, monkeypatch):
+    """`dask scheduler` and `dask worker` started apart from cardiomics: without a worker the batch is refused
+    with a typed error; with one, every study runs on that worker process and the outputs verify."""
+    import pandas as pd
+
+    from cardiomics import batch
+
+    env = _env(tmp_path, knowledge_dir)
+    for k, v in env.items():
+        if k.startswith("CARDIOMICS_"):
+            monkeypatch.setenv(k, v)
+    sched_file = tmp_path / "scheduler.json"
+    scheduler = _start(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                        "--scheduler-file", str(sched_file)], env, tmp_path / "scheduler.log")
+    worker = None
+    try:
+        deadline = time.monotonic() + 120
+        while not sched_file.exists() or not sched_file.read_text().strip():
+            assert scheduler.poll() is None, (tmp_path / "scheduler.log").read_text()
+            assert time.monotonic() < deadline, "the scheduler did not start within 120 s"
+            time.sleep(0.2)
+        address = json.loads(sched_file.read_text())["address"]
+
+        monkeypatch.setattr(batch, "WORKERS_TIMEOUT_S", 2.0)
+        with pytest.raises(InputError) as exc:
+            run_batch(pair, tmp_path / "refused", address=address)
+        assert exc.value.code == "no-workers" and address in exc.value.message
+        assert not list((tmp_path / "refused").glob(".worker-probe-*"))
+
+        # --no-nanny: the worker is this process itself, so the studies' worker field names its pid
+        worker = _start(["distributed.cli.dask_worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                         "--local-directory", str(tmp_path / "dask-worker")], env, tmp_path / "worker.log")
+        out = tmp_path / "out"
+        res = _batch(pair, out, env, 1, "--address", address)
+        assert res.returncode == 0, res.stdout + res.stderr + (tmp_path / "worker.log").read_text()[-3000:]
+        summary = json.loads((out / SUMMARY).read_text())
+        assert (summary["done"], summary["skipped"], summary["failed"]) == (2, 0, 0)
+        assert summary["engine"] == f"dask:{address}" and summary["workers"] is None
+        assert address in res.stdout
+        manifests = _manifests(out)
+        assert set(manifests) == {"study-0000", "study-0001"}
+        for name in manifests:
+            assert verify_study(out / "studies" / name)
+        assert sorted(pd.read_parquet(out / TABLE)["study"]) == ["study-0000", "study-0001"]
+        assert not list(out.glob(".worker-probe-*"))
+        ran_on = {m["worker"].rsplit(":", 1)[1] for m in manifests.values()}
+        assert ran_on == {str(worker.pid)}
+    finally:
+        if worker is not None:
+            _stop(worker)
+        _stop(scheduler)
+
+
+def test_torch_threads_share_each_machine_among_its_workers():
+    from cardiomics.batch import _threads_here, torch_threads_per_worker
+
+    report = {  # four workers on a 16-core machine (one runs 2 tasks at once), one alone on 8 cores
+        "tcp://a:1": {"host": "a", "cores": 16, "nthreads": 1}, "tcp://a:2": {"host": "a", "cores": 16, "nthreads": 1},
+        "tcp://a:3": {"host": "a", "cores": 16, "nthreads": 2}, "tcp://b:1": {"host": "b", "cores": 8, "nthreads": 1},
+        "tcp://c:1": {"host": "c", "cores": 2, "nthreads": 4},
+    }
+    assert torch_threads_per_worker(report) == {"tcp://a:1": 4, "tcp://a:2": 4, "tcp://a:3": 4, "tcp://b:1": 8, "tcp://c:1": 1}
+    assert _threads_here({"tcp://a:1": 4}) is None  # outside a Dask worker the plan does not apply

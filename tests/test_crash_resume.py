@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 
-import orchestration_fakes
 from cardiomics.audit import verify_dir, verify_file
 from cardiomics.audit_reports import verify_reports
+
+import orchestration_fakes
 
 LAUNCHER = str(Path(orchestration_fakes.__file__))
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cardiomics.models.fusion import (CCABaseline, FusionModel, LateFusionBaseline, MVAE, Oracle, conformal_quantile,
-                                      load_reference)
+from cardiomics.models.card import verify_card
+from cardiomics.models.fusion import MVAE, CCABaseline, FusionModel, LateFusionBaseline, Oracle, conformal_quantile, load_reference
 from cardiomics.models.fusion import metrics as M
 from cardiomics.models.fusion.evaluate import evaluate_model
 from cardiomics.models.fusion.reference import split
-from cardiomics.models.card import verify_card
 from cardiomics.synthetic.cohort import simulate_cohort
 
 

@@ -11,11 +11,11 @@ import json
 import pytest
 from langchain_core.messages import AIMessage
 
+from cardiomics import prompts
 from cardiomics.agents.llm import LLMPlanner, LLMUnavailable
 from cardiomics.agents.llm.scripted import ScriptedChatModel, call, say, standard_processing
 from cardiomics.audit import verify_dir
 from cardiomics.hashing import sha256_text
-from cardiomics import prompts
 
 from conftest import FAKE_IDENTIFIERS, assert_no_identifiers
 from llm_helpers import PhantomLabels, analysis_and_explanation, narrative_reply

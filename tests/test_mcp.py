@@ -69,7 +69,7 @@ def test_calls_each_tool_and_audits(settings):
     for name, body in results.items():
         assert body["provenance"]["tool"] == name
     trail = next(settings.audit_dir.glob("mcp-*.jsonl")).read_text().splitlines()
-    called = [json.loads(l)["tool"] for l in trail if json.loads(l)["event"] == "tool_call"]
+    called = [json.loads(line)["tool"] for line in trail if json.loads(line)["event"] == "tool_call"]
     assert sorted(called) == sorted(examples)
 
 

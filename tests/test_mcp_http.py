@@ -18,6 +18,7 @@ from pathlib import Path
 import fastmcp
 import pytest
 from fastmcp.exceptions import ToolError
+from mcp.shared.exceptions import MCPError
 
 from cardiomics.audit import verify_file
 from cardiomics.tools import registry
@@ -157,7 +158,7 @@ def test_auth_audit_confinement_and_resources(server, env, settings, phantom_stu
 
     # revocation takes effect on the next request, without a restart
     assert _cli("mcp", "token", "revoke", "alice", env=env).returncode == 0
-    with pytest.raises(Exception):
+    with pytest.raises(MCPError):
         asyncio.run(attempt(token))
 
     trail = _trail(settings)

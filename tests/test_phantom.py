@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from cardiomics.synthetic.phantom import (
-    LV_CAVITY, LV_MYOCARDIUM, MYOCARDIAL_DENSITY_G_PER_ML, RV_CAVITY, PhantomSpec, make_lge, make_phantom,
-)
+from cardiomics.synthetic.phantom import LV_CAVITY, LV_MYOCARDIUM, MYOCARDIAL_DENSITY_G_PER_ML, RV_CAVITY, PhantomSpec, make_lge, make_phantom
 
 SMALL = dict(n_frames=8, n_slices=6, rows=96, cols=96, pixel_mm=2.0, slice_mm=10.0, lv_edv_ml=130.0, rv_edv_ml=140.0)
 

@@ -162,7 +162,6 @@ def test_paused_cmr_run_resumed_from_another_process(pg_url, settings, phantom_s
 
 def test_unreachable_postgres_is_a_typed_error(settings, monkeypatch):
     from cardiomics.agents.checkpointer import Checkpointer
-
     from cardiomics.errors import InputError
 
     monkeypatch.setenv("CARDIOMICS_POSTGRES_URL", f"postgresql://nobody:secret@127.0.0.1:{_free_port()}/x")

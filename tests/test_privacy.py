@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import sqlite3
-import re
 from pathlib import Path
 
 import fastmcp

@@ -25,7 +25,6 @@ PASSWORD = "correct horse battery"
 def processed(tmp_path_factory, phantom_study):
     """A home + audit dir holding one run that finished processing and waits for QC approval."""
     from cardiomics.agents.runs import Runs
-
     from cardiomics.config import Settings
 
     root = tmp_path_factory.mktemp("review-template")

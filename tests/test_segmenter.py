@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cardiomics.models.card import ModelCard, load_card, verify_card
-from cardiomics.models.segmenter import CARD_PATH, Segmenter, load_segmenter
 
 from cardiomics.errors import InputError, ModelError
 from cardiomics.hashing import sha256_file
+from cardiomics.models.card import ModelCard, load_card, verify_card
+from cardiomics.models.segmenter import CARD_PATH, Segmenter, load_segmenter
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("CARDIOMICS_DATA", REPO.parent / "shared" / "data"))
@@ -200,6 +200,7 @@ def test_postprocess_same_result_wherever_the_heart_lies(offset):
 
 def test_neighbour_channels_stay_inside_each_volume():
     import torch
+
     from cardiomics.models.segmenter import preprocess as pp
 
     x = torch.arange(1.0, 7.0).view(6, 1, 1, 1)  # two volumes of three slices
@@ -210,6 +211,7 @@ def test_neighbour_channels_stay_inside_each_volume():
 
 def test_widened_2d_net_starts_as_the_2d_net():
     import torch
+
     from cardiomics.models.segmenter.net import UNet2D
     from cardiomics.models.segmenter.train import _inflate_input
 

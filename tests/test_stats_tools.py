@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from cardiomics.errors import InputError
+from cardiomics.errors import InputError, NotFoundError
 from cardiomics.hashing import sha256_json
 from cardiomics.synthetic.assoc_sim import simulate_association_cohort
 from cardiomics.tools import ArtifactStore, ToolContext, call_tool, registry
@@ -116,7 +116,7 @@ def test_plots_are_pngs_in_store(ctx, cohort):
         assert re.fullmatch(r"fig-[0-9a-f]{24}", fig.id)
         with open(fig.path, "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(Exception):
+    with pytest.raises(NotFoundError):
         call_tool("association_plots", {"results_id": "assoc-" + "0" * 24}, ctx)
 
 

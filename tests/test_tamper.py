@@ -15,10 +15,11 @@ import sys
 
 import pytest
 
-import orchestration_fakes
 from cardiomics.audit import line_hash, verify_file
 from cardiomics.audit_reports import verify_reports
 from cardiomics.config import Settings
+
+import orchestration_fakes
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import inspect
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal, get_type_hints
-
-from pydantic import BaseModel, ValidationError
+from typing import Any, Literal, get_type_hints
 
 import structlog
+from pydantic import BaseModel, ValidationError
 
 from cardiomics.errors import CardiomicsError, InputError, NotFoundError, ToolFailure
 from cardiomics.hashing import sha256_json

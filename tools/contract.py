@@ -66,7 +66,7 @@ class Estimate(BaseModel):
 
     @classmethod
     def of(cls, value: float, unit: str, reference: ReferenceRange | None = None,
-           interval: Interval | None = None, ndigits: int = 1) -> "Estimate":
+           interval: Interval | None = None, ndigits: int = 1) -> Estimate:
         value = round(float(value), ndigits)
         flag: Flag = "not-assessed"
         if reference is not None:

@@ -10,7 +10,8 @@ are graph interrupts, outside any role's reach).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import structlog
 from langchain_core.messages import HumanMessage, SystemMessage
@@ -23,7 +24,7 @@ from ..executor import ToolExecutor
 from ..protocol import DeterministicPlanner, Planner
 from .config import LLMConfig, load_config, make_chat_model
 from .loop import ModelCall, ToolLoop
-from .messages import (OMICS_HANDLE, STUDY_HANDLE, initial_messages, narrative_task, role_prompt, task, tool_specs)
+from .messages import OMICS_HANDLE, STUDY_HANDLE, initial_messages, narrative_task, role_prompt, task, tool_specs
 from .redact import IdentifierGuard
 
 log = structlog.get_logger(__name__)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from cardiomics.errors import PolicyError
 from cardiomics.hashing import sha256_text
@@ -112,7 +113,7 @@ class IdentifierGuard:
         self.forbidden = sorted({s for s in forbidden if s and len(s) >= 4 and s.lower() not in self.GENERIC}, key=len)
 
     @classmethod
-    def for_paths(cls, *paths: str | None) -> "IdentifierGuard":
+    def for_paths(cls, *paths: str | None) -> IdentifierGuard:
         from pathlib import Path
 
         items: list[str] = []

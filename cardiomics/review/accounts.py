@@ -13,7 +13,7 @@ import json
 import os
 import re
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cardiomics.errors import InputError, NotFoundError
@@ -62,7 +62,7 @@ class Accounts:
         salt = secrets.token_bytes(16)
         users[name] = {"salt": salt.hex(), "scrypt": dict(SCRYPT),
                        "hash": _digest(password, salt, **SCRYPT).hex(),
-                       "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+                       "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
         self._save(users)
 
     def remove(self, name: str) -> None:

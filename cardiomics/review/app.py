@@ -12,10 +12,10 @@ from pathlib import Path
 
 import structlog
 from fastapi import FastAPI, Request
-from starlette.exceptions import HTTPException  # also the router's own 404/405
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException  # also the router's own 404/405
 
 from cardiomics.config import Settings
 from cardiomics.errors import CardiomicsError

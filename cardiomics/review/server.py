@@ -10,8 +10,8 @@ import ipaddress
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 

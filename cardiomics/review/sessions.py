@@ -50,7 +50,7 @@ class Session:
     issued: float = 0.0
 
     @classmethod
-    def new(cls, user: str | None = None) -> "Session":
+    def new(cls, user: str | None = None) -> Session:
         return cls(csrf=secrets.token_urlsafe(32), user=user, issued=time.time())
 
 

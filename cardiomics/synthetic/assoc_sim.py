@@ -47,10 +47,11 @@ def simulate_association_cohort(
 
     ``effects`` maps (phenotype, programme) to a planted effect in SD of phenotype per SD of
     programme, both taken net of the covariates; every other pair is null. Default: a few effects
-    of 0.15, 0.25 and 0.4 on the first four programmes (those beyond ``n_programmes`` are dropped). ``lge_burden_pct`` is right-skewed (a log-normal transform of its
-    latent score), so the transformation rule has something to catch. With ``spatial`` the rows
-    get coordinates on a grid (``x_um``, ``y_um``); ``spatial_noise_sd`` > 0 adds a smooth spatial
-    field to every phenotype that the covariates do not explain (residual autocorrelation).
+    of 0.15, 0.25 and 0.4 on the first four programmes (those beyond ``n_programmes`` are dropped).
+    ``lge_burden_pct`` is right-skewed (a log-normal transform of its latent score), so the
+    transformation rule has something to catch. With ``spatial`` the rows get coordinates on a grid
+    (``x_um``, ``y_um``); ``spatial_noise_sd`` > 0 adds a smooth spatial field to every phenotype
+    that the covariates do not explain (residual autocorrelation).
     """
     rng = np.random.default_rng(seed)
     programmes = [f"prog_{k:02d}" for k in range(n_programmes)]

@@ -93,7 +93,7 @@ class PhantomSpec(BaseModel):
         return int(round(self.es_fraction * self.n_frames)) % self.n_frames
 
     @classmethod
-    def random(cls, seed: int, **overrides: Any) -> "PhantomSpec":
+    def random(cls, seed: int, **overrides: Any) -> PhantomSpec:
         """Plausible, varied anatomy for training data: normal, dilated, hypertrophic, infarcted, RV-dilated."""
         rng = np.random.default_rng(seed)
         kind = rng.choice(["normal", "dcm", "hcm", "minf", "rv"])
@@ -328,7 +328,7 @@ def _geometry(spec: PhantomSpec) -> tuple[_Geometry, _Grid]:
     target = spec.rv_edv_ml * (1.0 - spec.rv_ef * c) * 1000.0 / spec.slice_mm  # mm^2 summed over slices
     for t in range(len(c)):
         lv = _rho(coarse.xi, coarse.eta, np.maximum(b_epi[t], 1e-3), np.maximum(eps * b_epi[t], 1e-3)) < 1.0
-        f = lambda k: _rv_area(coarse, geo, t, k, lv) - target[t]  # noqa: E731
+        f = lambda k, t=t, lv=lv: _rv_area(coarse, geo, t, k, lv) - target[t]  # noqa: E731
         if f(k_max) < 0:
             raise InputError("phantom-too-large", f"an RV of {spec.rv_edv_ml:.0f} ml does not fit this grid",
                              hint="lower rv_edv_ml, or use more/larger pixels or slices")
@@ -360,7 +360,7 @@ def _background(spec: PhantomSpec, levels: dict[str, float], geo: _Geometry) -> 
     img2d[ell(hx, hy, 160, 115)] = levels["muscle"]
     img2d[ell(hx, hy, 148, 103)] = levels["soft"]
     th = math.radians(spec.rotation_deg)
-    ux, uy = math.cos(th), -math.sin(th)
+    ux = math.cos(th)
     for side in (-1.0, 1.0):
         img2d[ell(hx + side * 80.0, hy - 5.0, 62, 85)] = levels["lung"]
     img2d[ell(hx, hy + 88.0, 20, 16)] = levels["spine"]

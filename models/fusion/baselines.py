@@ -18,7 +18,7 @@ from .features import FusionData
 
 
 class _SiteCentring:
-    def fit(self, x: np.ndarray, site: np.ndarray) -> "_SiteCentring":
+    def fit(self, x: np.ndarray, site: np.ndarray) -> _SiteCentring:
         self.means = {}
         for s in np.unique(site[site >= 0]):
             rows = x[site == s]
@@ -42,7 +42,7 @@ class CCABaseline:
     def __init__(self, n_programmes: int, n_components: int = 4) -> None:
         self.n_programmes, self.k = n_programmes, n_components
 
-    def fit(self, data: FusionData) -> "CCABaseline":
+    def fit(self, data: FusionData) -> CCABaseline:
         self.ci = _SiteCentring().fit(data.imaging, data.site)
         self.co = _SiteCentring().fit(data.omics, data.site)
         pair = data.has_imaging & data.has_omics
@@ -73,7 +73,7 @@ class LateFusionBaseline:
     def __init__(self, n_programmes: int, n_components: int = 4, alpha: float = 1.0) -> None:
         self.n_programmes, self.k, self.alpha = n_programmes, n_components, alpha
 
-    def fit(self, data: FusionData) -> "LateFusionBaseline":
+    def fit(self, data: FusionData) -> LateFusionBaseline:
         self.ci = _SiteCentring().fit(data.imaging, data.site)
         self.co = _SiteCentring().fit(data.omics, data.site)
         xi = self.ci(data.imaging[data.has_imaging], data.site[data.has_imaging])
@@ -103,7 +103,7 @@ class Oracle:
     def __init__(self, n_programmes: int) -> None:
         self.n_programmes = n_programmes
 
-    def fit(self, data: FusionData) -> "Oracle":
+    def fit(self, data: FusionData) -> Oracle:
         rows = data.has_omics
         self.reg = Ridge(alpha=1e-3).fit(data.truth[rows], data.omics[rows, : self.n_programmes])
         return self

@@ -53,13 +53,13 @@ class FusionData:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def subset(self, idx) -> "FusionData":
+    def subset(self, idx) -> FusionData:
         idx = np.asarray(idx)
         pick = lambda a: None if a is None else a[idx]  # noqa: E731
         return FusionData([self.ids[i] for i in idx], self.imaging[idx], self.omics[idx], self.site[idx],
                           pick(self.truth), pick(self.targets_true))
 
-    def only(self, modalities: tuple[str, ...]) -> "FusionData":
+    def only(self, modalities: tuple[str, ...]) -> FusionData:
         """The same patients with the modalities not named blanked out (as if never measured)."""
         img = self.imaging if "imaging" in modalities else np.full_like(self.imaging, np.nan)
         om = self.omics if "omics" in modalities else np.full_like(self.omics, np.nan)
@@ -152,7 +152,7 @@ class Preprocessor:
     # ---- fitting
     @classmethod
     def fit(cls, imaging: pd.DataFrame, counts: pd.DataFrame, gene_sets: dict[str, dict[str, float]],
-            n_sites: int) -> "Preprocessor":
+            n_sites: int) -> Preprocessor:
         genes = list(counts.columns)
         index = {g: i for i, g in enumerate(genes)}
         programmes = list(gene_sets)
@@ -180,7 +180,7 @@ class Preprocessor:
         return {"programmes": list(self.programmes), "genes": list(self.genes), "n_sites": int(self.n_sites), **arrays}
 
     @classmethod
-    def from_state(cls, st: dict) -> "Preprocessor":
+    def from_state(cls, st: dict) -> Preprocessor:
         arr = {k: np.asarray(st[k], np.float64) for k in
                ("set_matrix", "img_mean", "img_sd", "gene_mean", "gene_sd", "pcs", "om_mean", "om_sd")}
         return cls(programmes=list(st["programmes"]), genes=list(st["genes"]), n_sites=int(st["n_sites"]), **arr)

@@ -116,7 +116,7 @@ class MVAE:
         return mi, mo
 
     # ---- training
-    def fit(self, data: FusionData) -> "MVAE":
+    def fit(self, data: FusionData) -> MVAE:
         previous = torch.get_num_threads()
         torch.set_num_threads(self.threads)  # small nets: one thread is fastest on a shared CPU
         try:
@@ -124,7 +124,7 @@ class MVAE:
         finally:
             torch.set_num_threads(previous)
 
-    def _fit(self, data: FusionData) -> "MVAE":
+    def _fit(self, data: FusionData) -> MVAE:
         torch.manual_seed(self.hp["seed"])
         g = torch.Generator().manual_seed(self.hp["seed"])
         xi, mi = self._xm(data.imaging)
@@ -219,7 +219,7 @@ class MVAE:
                 "state_dict": {k: v.detach().clone() for k, v in self.net.state_dict().items()}}
 
     @classmethod
-    def from_state(cls, st: dict) -> "MVAE":
+    def from_state(cls, st: dict) -> MVAE:
         hp = {k: v for k, v in st["hp"].items()}
         m = cls(int(st["n_programmes"]), int(st["config"]["n_sites"]), **hp)
         m.net = MVAENet(**st["config"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
@@ -19,15 +19,14 @@ import torch
 
 from cardiomics.errors import InputError
 from cardiomics.hashing import sha256_file
-from cardiomics.models.card import (DataSource, InputSpec, Licence, MetricRecord, Metrics, ModelCard, Split, Target,
-                                    Training, TrainingData, write_card)
+from cardiomics.models.card import DataSource, InputSpec, Licence, MetricRecord, Metrics, ModelCard, Split, Target, Training, TrainingData, write_card
 from cardiomics.synthetic.cohort import simulate_cohort
 
 from .baselines import CCABaseline, LateFusionBaseline, Oracle
 from .evaluate import evaluate_model
 from .features import IMAGING_FEATURES
 from .mvae import MVAE
-from .reference import HELD_OUT, MODEL_DIR, REFERENCE, split, fit_preprocessor, save_weights
+from .reference import HELD_OUT, MODEL_DIR, REFERENCE, fit_preprocessor, save_weights, split
 
 log = structlog.get_logger("cardiomics.models.fusion")
 EPOCHS = 300
@@ -88,7 +87,9 @@ def make_card(weights: Path, results: dict[str, dict], train_s: float, epochs: i
         id="fusion-mvae", version="1.0.0", task="imaging-omics shared latent space and virtual transcriptomics",
         weights_file=weights.name, weights_sha256=sha256_file(weights), weights_bytes=weights.stat().st_size,
         architecture="multimodal VAE, product-of-experts posterior (Wu & Goodman 2018), site-conditional MLP encoders/decoders",
-        architecture_config={"latent": model_hp["latent"], "hidden": model_hp["hidden"], "beta": model_hp["beta"], "selection": "latent 4/6/8/12 compared on the calibration split (R² vs true activity); largest kept", "imaging_features": list(IMAGING_FEATURES),
+        architecture_config={"latent": model_hp["latent"], "hidden": model_hp["hidden"], "beta": model_hp["beta"],
+                             "selection": "latent 4/6/8/12 compared on the calibration split (R² vs true activity); largest kept",
+                             "imaging_features": list(IMAGING_FEATURES),
                              "omics_features": "7 programme scores + 6 panel PCs (standardised)", "n_sites": REFERENCE.n_sites},
         parameters=n_params,
         labels={str(i): p for i, p in enumerate(results["_programmes"])},  # output programmes, in order
@@ -99,27 +100,31 @@ def make_card(weights: Path, results: dict[str, dict], train_s: float, epochs: i
                                        "omics: log-CPM over the panel, gene z-scores, signed mean per programme, PCA"]),
         training_data=TrainingData(
             sources=[DataSource(name="cardiomics synthetic cohort", n_cases=REFERENCE.n_patients,
-                                description=f"cardiomics.synthetic.cohort.simulate_cohort(CohortSpec(n_patients={REFERENCE.n_patients}, seed={REFERENCE.seed}, world_seed={REFERENCE.world_seed})); regenerated at load time",
+                                description=f"cardiomics.synthetic.cohort.simulate_cohort(CohortSpec(n_patients={REFERENCE.n_patients}, "
+                                            f"seed={REFERENCE.seed}, world_seed={REFERENCE.world_seed})); regenerated at load time",
                                 licence="synthetic, no patient data")],
             split=Split(method="random 80/20 train/calibration", seed=0, train=[train_ids], validation=["the other 20 % (conformal calibration)"],
                         test=[f"separate cohort seed={HELD_OUT.seed} n={HELD_OUT.n_patients}"]),
             seed=0, notes=["partially paired: 15 % imaging-only, 15 % omics-only, 10 % of imaged patients without mapping",
                            "three sites (1.5 T / 3 T) with contour, LGE-threshold and omics batch effects"]),
         training=Training(command=f"cardiomics train-fusion --epochs {epochs}", epochs=epochs, iterations=epochs * -(-int(results['_n_train']) // 256),
-                          batch_size=256, optimiser="Adam, one-cycle lr 2e-3", loss="PoE ELBO (beta=0.5 on the KL): joint + each single-modality posterior reconstructing all observed modalities",
+                          batch_size=256, optimiser="Adam, one-cycle lr 2e-3",
+                          loss="PoE ELBO (beta=0.5 on the KL): joint + each single-modality posterior reconstructing all observed modalities",
                           augmentation=["random drop of imaging feature groups and omics PCs (p=0.15)", "site code dropout (p=0.2)"],
                           wall_time_s=round(train_s, 1), hardware=f"CPU, 1 thread ({platform.machine()})", torch_version=torch.__version__),
         intended_use="Research only: trained on SYNTHETIC data; demonstrates imaging-omics fusion, cohort neighbours and "
                      "virtual transcriptomics with calibrated intervals. NOT for clinical use.",
         out_of_scope=["clinical diagnosis or treatment decisions", "real patient cohorts without retraining and revalidation",
-                      "predicting individual genes (only programme scores)", "sites/scanners outside the reference sites (site code 'unknown' widens intervals only approximately)"],
+                      "predicting individual genes (only programme scores)",
+                      "sites/scanners outside the reference sites (site code 'unknown' widens intervals only approximately)"],
         metrics=metrics,
         known_failure_modes=["programme predictions from cine-only studies are weak for inflammation (needs T2/T1 mapping)",
                              "synthetic world: real imaging-omics relations are weaker and nonlinear in other ways"],
         inference={"encode_one_patient_ms": round(results["mvae"]["encode_one_ms"], 2)},
-        licence=Licence(code="Apache-2.0", weights="Apache-2.0", citations=["Wu M, Goodman N. Multimodal Generative Models for Scalable Weakly-Supervised Learning. NeurIPS 2018.",
-                                                                            "Lei J, et al. Distribution-Free Predictive Inference for Regression. JASA 2018."]),
-        created=datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        licence=Licence(code="Apache-2.0", weights="Apache-2.0",
+                        citations=["Wu M, Goodman N. Multimodal Generative Models for Scalable Weakly-Supervised Learning. NeurIPS 2018.",
+                                   "Lei J, et al. Distribution-Free Predictive Inference for Regression. JASA 2018."]),
+        created=datetime.now(UTC).strftime("%Y-%m-%d"),
     )
 
 

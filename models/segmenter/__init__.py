@@ -29,10 +29,10 @@ import numpy as np
 import structlog
 import torch
 import torch.nn.functional as F
-from cardiomics.models.card import ModelCard, load_card, verify_card
 from scipy import ndimage as ndi
 
 from cardiomics.errors import InputError, ModelError
+from cardiomics.models.card import ModelCard, load_card, verify_card
 
 from . import preprocess as pp
 from .net import UNet2D

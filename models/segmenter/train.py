@@ -33,6 +33,8 @@ import numpy as np
 import structlog
 import torch
 import torch.nn.functional as F
+
+from cardiomics.hashing import sha256_file
 from cardiomics.models.card import (
     ACDC_CITATION,
     DataSource,
@@ -47,8 +49,6 @@ from cardiomics.models.card import (
     TrainingData,
     write_card,
 )
-
-from cardiomics.hashing import sha256_file
 
 from . import preprocess as pp
 from .evaluate import load_patient, read_cases

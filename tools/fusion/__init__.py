@@ -10,7 +10,7 @@ Tools (role "analysis"): ``fusion_project`` -> ``cohort_neighbours``, ``virtual_
 from ._patient import ImagingPhenotypes
 from .figure import LatentFigure, latent_figure
 from .neighbours import CohortNeighbours, cohort_neighbours
-from .project import FusionProjection, FusionProjectInput, fusion_project
+from .project import FusionProjectInput, FusionProjection, fusion_project
 from .virtual import PredictionDrivers, VirtualTranscriptomics, prediction_drivers, virtual_transcriptomics
 
 __all__ = [

@@ -58,6 +58,7 @@ def _example(ctx: ToolContext) -> dict:
 
 def _omics_from_dataset(ctx: ToolContext, ref, omics_id: str, row: int) -> np.ndarray:
     import pandas as pd  # lazy: keeps the registry import light
+
     from ..omics import _handle
 
     ds = _handle.resolve(ctx.store, omics_id)

@@ -1,5 +1,7 @@
 """CMR imaging tools: load and QC a cine study, segment it, measure cardiac function."""
 
+# isort: off
+# The import order is the tools' registration order, which is the order tools are listed in.
 from ._bullseye import BullseyeFigure
 from ._lge import LgeBurden, LgeBurdenInput, lge_burden
 from ._regional import RegionalFunction, RegionalFunctionInput, aha_segments, regional_function
@@ -8,6 +10,7 @@ from ._function import CardiacFunction, CardiacFunctionInput, cardiac_function, 
 from ._load import LoadStudyInput, StudySummary, load_stack, load_study
 from ._sample import SAMPLE_IDENTIFIERS, ensure_sample
 from ._segment import SegmentationResult, SegmentInput, segment
+# isort: on
 
 __all__ = [
     "BullseyeFigure", "LgeBurden", "LgeBurdenInput", "RegionalFunction", "RegionalFunctionInput", "aha_segments",

@@ -27,7 +27,7 @@ class BullseyeFigure(BaseModel):
 def _wedges() -> list[tuple[int, float, float, float, float]]:
     """(segment, theta_start_rad, theta_width_rad, r_inner, r_outer) in display polar coordinates."""
     out = []
-    for ring, (offset, r0) in enumerate(((0, 2.0), (6, 1.0))):  # basal outer ring, mid ring
+    for offset, r0 in ((0, 2.0), (6, 1.0)):  # basal outer ring, mid ring
         for k in range(6):
             centre = 90.0 + 60.0 * k  # 1 (anterior) at the top, then counter-clockwise: septum on the left
             out.append((offset + k + 1, math.radians(centre - 30.0), math.radians(60.0), r0, r0 + 1.0))

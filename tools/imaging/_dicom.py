@@ -14,9 +14,10 @@ import math
 import random
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -383,7 +384,8 @@ def read_dicom_series(folder: str | Path, salt: bytes) -> CineStack:
         if gaps:
             missing.append((h.rel, gaps))
     if missing:
-        raise StudyError("missing-geometry", "no usable geometry in " + "; ".join(f"{quote_text(r, 120)} (missing or invalid {', '.join(g)})" for r, g in missing[:_MAX_LISTED]),
+        raise StudyError("missing-geometry",
+                         "no usable geometry in " + "; ".join(f"{quote_text(r, 120)} (missing or invalid {', '.join(g)})" for r, g in missing[:_MAX_LISTED]),
                          hint="the stack cannot be placed in space without these tags; export the series with full headers",
                          files=[r for r, _ in missing])
 

@@ -72,8 +72,8 @@ def _unit(name: str) -> str:
 
 
 def _example(ctx: ToolContext) -> dict:
-    from ._segment import _example as seg_example
     from .. import call_tool
+    from ._segment import _example as seg_example
 
     seg = call_tool("segment", seg_example(ctx), ctx)
     return {"segmentation_id": seg.segmentation_id, "height_cm": 170, "weight_kg": 70}

@@ -15,7 +15,8 @@ from ._stack import CineStack
 
 
 class LoadStudyInput(BaseModel):
-    path: str = Field(description="A DICOM folder holding one short-axis cine series, a NIfTI file (ACDC layout: 3D frame or 4D), or a folder of per-frame NIfTI files.")
+    path: str = Field(description="A DICOM folder holding one short-axis cine series, a NIfTI file (ACDC layout: 3D frame or 4D), "
+                                  "or a folder of per-frame NIfTI files.")
 
 
 

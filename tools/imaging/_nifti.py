@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import nibabel as nib
-from nibabel.openers import ImageOpener
 import numpy as np
 import structlog
+from nibabel.openers import ImageOpener
 
 from cardiomics.errors import InputError, StudyError
 from cardiomics.hashing import sha256_file, sha256_text

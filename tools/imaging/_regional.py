@@ -33,7 +33,7 @@ from scipy import ndimage
 from cardiomics.errors import InputError
 
 from .._registry import ToolContext, tool
-from ..contract import Estimate, Interval, ModelRef, ReferenceRange, QcCheck, ToolOutput
+from ..contract import Estimate, Interval, ModelRef, QcCheck, ReferenceRange, ToolOutput
 from ._bullseye import BullseyeFigure, bullseye_figure
 from ._labels import LV, MYO, RV
 

@@ -15,7 +15,8 @@ from ._load import load_stack
 
 class SegmentInput(BaseModel):
     study_id: str = Field(pattern=r"^study-[0-9a-f]{16,64}$", description="Id returned by `load_study`.")
-    n_tta: int = Field(4, ge=0, le=8, description="Test-time augmentations of the end-diastolic and end-systolic frames, for intervals on the indices (0 = none).")
+    n_tta: int = Field(4, ge=0, le=8, description="Test-time augmentations of the end-diastolic and end-systolic frames, "
+                                                  "for intervals on the indices (0 = none).")
 
 
 
@@ -52,8 +53,8 @@ def _qc(labels: np.ndarray) -> list[QcCheck]:
 
 
 def _example(ctx: ToolContext) -> dict:
-    from ._load import _example as load_example
     from .. import call_tool
+    from ._load import _example as load_example
 
     study = call_tool("load_study", load_example(ctx), ctx)
     return {"study_id": study.study_id, "n_tta": 1}

@@ -58,5 +58,5 @@ class MiniLMOffline(EmbeddingFunction[Documents]):
         return {"batch_size": self.batch_size}
 
     @staticmethod
-    def build_from_config(config: dict[str, Any]) -> "MiniLMOffline":
+    def build_from_config(config: dict[str, Any]) -> MiniLMOffline:
         return MiniLMOffline(batch_size=int(config.get("batch_size", 64)))

@@ -22,7 +22,7 @@ from ._corpus import Document, load_corpus
 
 log = structlog.get_logger(__name__)
 _PREFIX = "cardiomics-kb-"
-_OPEN: dict[str, "KnowledgeIndex"] = {}
+_OPEN: dict[str, KnowledgeIndex] = {}
 _LOCK = threading.Lock()
 
 

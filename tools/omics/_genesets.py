@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 COLLECTIONS = ("programmes", "celltype_markers")
@@ -22,7 +22,7 @@ class GeneSet:
     description: str = ""
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_collection(collection: str) -> dict[str, GeneSet]:
     """All sets of one shipped collection (``programmes`` or ``celltype_markers``), by name."""
     if collection not in COLLECTIONS:

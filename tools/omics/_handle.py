@@ -8,9 +8,10 @@ processed dataset (after QC) is written into the store as ``.h5ad``; the id is i
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import h5py
 import numpy as np

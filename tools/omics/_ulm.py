@@ -15,8 +15,8 @@ observation ``p = (1 + #{null t >= t}) / (n_null + 1)`` (one-sided: programme ac
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import numpy as np
 import scipy.sparse as sp

@@ -164,7 +164,7 @@ def score_programmes(inp: ScoreProgrammesInput, ctx: ToolContext) -> ProgrammeSc
                                                "seed": ctx.seed, "method": METHOD})
     log.info("omics.scored", n_sets=len(names), n_obs=n_obs)
     norm = ("as stored by omics_qc" if ds.processed else
-            "normalize_total(target_sum=%g) + log1p on the fly" % _handle.TARGET_SUM[ds.kind] if ds.meta["counts_elem"]
+            f"normalize_total(target_sum={_handle.TARGET_SUM[ds.kind]:g}) + log1p on the fly" if ds.meta["counts_elem"]
             else "values used as given (log scale)" if ds.meta["log_input"] else "log1p of the values given")
     return ProgrammeScores(scores_id=scores_id, kind=ds.kind, n_obs=n_obs, n_null=inp.n_null, alpha=inp.alpha,
                            method=METHOD, normalisation=norm, programmes=results)

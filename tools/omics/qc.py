@@ -36,7 +36,8 @@ class OmicsQCInput(BaseModel):
     min_counts: int | None = Field(None, ge=0, description="Drop observations with fewer total counts (default by kind).")
     min_genes: int | None = Field(None, ge=0, description="Drop observations with fewer detected genes.")
     min_cells: int | None = Field(None, ge=0, description="Drop genes detected in fewer observations.")
-    max_pct_mt: float | None = Field(None, gt=0, le=100, description="Drop observations above this % mitochondrial counts (default: 20 for single cell, off otherwise).")
+    max_pct_mt: float | None = Field(None, gt=0, le=100, description="Drop observations above this % mitochondrial counts "
+                                                                     "(default: 20 for single cell, off otherwise).")
     target_sum: float | None = Field(None, gt=0, description="Library size after normalisation (1e4 cells/spots, 1e6 bulk).")
     n_top_genes: int = Field(2000, ge=10, description="Number of highly variable genes (scanpy flavour 'seurat').")
 

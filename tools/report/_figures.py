@@ -58,16 +58,21 @@ def _curve(lv: np.ndarray, rv: np.ndarray, ed: int, es: int, plt) -> object:
     frames = np.arange(lv.size)
     ax.plot(frames, lv, "-o", ms=3, color=_COLOURS[LV], label="LV cavity")
     ax.plot(frames, rv, "-o", ms=3, color=_COLOURS[RV], label="RV cavity")
-    ax.axvline(ed, ls="--", color="grey"); ax.axvline(es, ls=":", color="grey")
-    ax.text(ed, ax.get_ylim()[1], " ED", va="top", fontsize=8); ax.text(es, ax.get_ylim()[1], " ES", va="top", fontsize=8)
-    ax.set_xlabel("frame"); ax.set_ylabel("volume (ml)"); ax.legend(fontsize=8); ax.grid(alpha=0.3)
+    ax.axvline(ed, ls="--", color="grey")
+    ax.axvline(es, ls=":", color="grey")
+    ax.text(ed, ax.get_ylim()[1], " ED", va="top", fontsize=8)
+    ax.text(es, ax.get_ylim()[1], " ES", va="top", fontsize=8)
+    ax.set_xlabel("frame")
+    ax.set_ylabel("volume (ml)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
     ax.set_title("Volume-time curve", fontsize=10)
     return fig
 
 
 def _example(ctx: ToolContext) -> dict:
-    from ..imaging._segment import _example as seg_example
     from .. import call_tool
+    from ..imaging._segment import _example as seg_example
 
     args = seg_example(ctx)
     seg = call_tool("segment", args, ctx)

@@ -28,7 +28,7 @@ class TableInput(BaseModel):
     table_id: ResultId | None = Field(None, description="Id of a table stored earlier (kind 'table', one array per column).")
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "TableInput":
+    def _exactly_one(self) -> TableInput:
         given = [k for k in ("records", "columns", "table_id") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of records, columns, table_id (got {given or 'none'})")

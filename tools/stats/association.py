@@ -32,17 +32,22 @@ PERMUTATION_SCHEME = (
 
 
 class AssociationScanInput(TableInput):
-    phenotypes: list[str] = Field(min_length=1, description="Imaging phenotype columns (outcomes), e.g. ['lvef_pct', 'lv_mass_g', 'lge_burden_pct']; shell wildcards allowed ('emb_*', 'thickness_seg*').")
+    phenotypes: list[str] = Field(min_length=1, description="Imaging phenotype columns (outcomes), e.g. ['lvef_pct', 'lv_mass_g', 'lge_burden_pct']; "
+                                                            "shell wildcards allowed ('emb_*', 'thickness_seg*').")
     programmes: list[str] = Field(min_length=1, description="Molecular programme / module-score / gene columns (predictors), wildcards allowed.")
-    covariates: list[str] = Field(default_factory=list, description="Adjustment columns, e.g. ['age', 'sex', 'bsa_m2', 'site']. Text columns are categorical (dummy-coded).")
+    covariates: list[str] = Field(default_factory=list, description="Adjustment columns, e.g. ['age', 'sex', 'bsa_m2', 'site']. "
+                                                                    "Text columns are categorical (dummy-coded).")
     categorical: list[str] = Field(default_factory=list, description="Numeric covariates to treat as categorical anyway (e.g. a site coded 1/2/3).")
-    transform: Literal["auto", "rank_int", "none"] = Field("auto", description="'auto': rank inverse-normal transform of a variable when Shapiro-Wilk p < 0.05 and |skewness| > 1; 'rank_int': always; 'none': never.")
-    n_permutations: int = Field(1000, ge=1000, le=100_000, description="Freedman-Lane permutations per test (seeded by the context seed). The smallest attainable p is 1/(B+1).")
+    transform: Literal["auto", "rank_int", "none"] = Field("auto", description="'auto': rank inverse-normal transform of a variable when "
+                                                                               "Shapiro-Wilk p < 0.05 and |skewness| > 1; 'rank_int': always; 'none': never.")
+    n_permutations: int = Field(1000, ge=1000, le=100_000, description="Freedman-Lane permutations per test (seeded by the context seed). "
+                                                                       "The smallest attainable p is 1/(B+1).")
     permute_within: str | None = Field(None, description="Column whose levels are exchangeability blocks (e.g. 'site'): permutations stay within each block.")
     p_value_for_fdr: Literal["permutation", "asymptotic"] = Field("permutation", description="Which p-value enters Benjamini-Hochberg.")
     fdr_q: float = Field(0.05, gt=0, lt=1, description="Benjamini-Hochberg FDR level.")
     alpha: float = Field(0.05, gt=0, lt=1, description="Nominal level for negative controls and assumption checks.")
-    coordinates: list[str] | None = Field(None, min_length=2, max_length=2, description="Two columns with spot/region coordinates (e.g. ['x_um', 'y_um']): enables the shuffled-location spatial control.")
+    coordinates: list[str] | None = Field(None, min_length=2, max_length=2, description="Two columns with spot/region coordinates (e.g. ['x_um', 'y_um']): "
+                                                                                        "enables the shuffled-location spatial control.")
     control_rounds: int = Field(20, ge=1, le=200, description="Label-permutation rounds of the negative control.")
     max_tests: int = Field(20_000, ge=1, le=200_000, description="Refuse scans larger than this (phenotypes x programmes).")
 
@@ -132,7 +137,8 @@ class AssociationScan(ToolOutput):
     n_significant: int
     p_value_for_fdr: str
     fdr_q: float
-    genomic_inflation_lambda: float = Field(description="median(chi2 of asymptotic p) / 0.455; about 1 when most of many tests are null and the test is calibrated (uninformative with a handful of tests).")
+    genomic_inflation_lambda: float = Field(description="median(chi2 of asymptotic p) / 0.455; about 1 when most of many tests are null "
+                                                        "and the test is calibrated (uninformative with a handful of tests).")
     covariate_terms: list[str]
     permutation_scheme: str
     transforms: list[TransformRecord]

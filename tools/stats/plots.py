@@ -28,9 +28,10 @@ class AssociationPlots(ToolOutput):
 
 
 def _example(ctx: ToolContext) -> dict:
+    from cardiomics.synthetic.assoc_sim import simulate_association_cohort
+
     from ._table import store_table
     from .association import AssociationScanInput, association_scan
-    from cardiomics.synthetic.assoc_sim import simulate_association_cohort
 
     c = simulate_association_cohort(n=80, n_programmes=3, seed=2)
     out = association_scan(AssociationScanInput(table_id=store_table(ctx.store, c.columns), phenotypes=["lvef_pct"],

@@ -22,14 +22,16 @@ log = structlog.get_logger(__name__)
 class PredictionMetricsInput(BaseModel):
     y_true: list[int] = Field(min_length=10, description="Observed outcome per subject, 0 or 1.")
     y_prob: list[float] = Field(min_length=10, description="Predicted probability of outcome 1 per subject, in [0, 1] (same order).")
-    thresholds: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2, 0.3], description="Threshold probabilities for decision-curve net benefit, each in (0, 1).")
-    groups: dict[str, list[str]] = Field(default_factory=dict, description="Subgroup labels per subject, e.g. {'sex': ['F','M',...], 'site': [...]}: metrics are repeated per level.")
+    thresholds: list[float] = Field(default_factory=lambda: [0.05, 0.1, 0.2, 0.3],
+                                    description="Threshold probabilities for decision-curve net benefit, each in (0, 1).")
+    groups: dict[str, list[str]] = Field(default_factory=dict, description="Subgroup labels per subject, e.g. {'sex': ['F','M',...], 'site': [...]}: "
+                                                                           "metrics are repeated per level.")
     ci_method: Literal["delong", "bootstrap"] = Field("delong", description="AUROC confidence interval: DeLong variance or seeded percentile bootstrap.")
     n_bootstrap: int = Field(2000, ge=200, le=20000, description="Bootstrap resamples (ci_method='bootstrap').")
     min_events: int = Field(10, ge=2, description="A subgroup needs this many events and non-events for AUROC and calibration.")
 
     @model_validator(mode="after")
-    def _check(self) -> "PredictionMetricsInput":
+    def _check(self) -> PredictionMetricsInput:
         n = len(self.y_true)
         if len(self.y_prob) != n:
             raise ValueError(f"y_prob has {len(self.y_prob)} values, y_true {n}")
@@ -97,8 +99,10 @@ def _performance(y, p, ci_method, n_boot, rng, min_events) -> Performance:
         with _warnings.catch_warnings():
             _warnings.simplefilter("ignore")
             cal = calibration(y, p)
-        slope = Estimate(value=cal["slope"], unit="1", interval=Interval(lower=cal["slope_ci"][0], upper=cal["slope_ci"][1], method="logistic recalibration, Wald"))
-        icpt = Estimate(value=cal["intercept"], unit="logit", interval=Interval(lower=cal["intercept_ci"][0], upper=cal["intercept_ci"][1], method="offset logistic model, Wald"))
+        slope = Estimate(value=cal["slope"], unit="1",
+                         interval=Interval(lower=cal["slope_ci"][0], upper=cal["slope_ci"][1], method="logistic recalibration, Wald"))
+        icpt = Estimate(value=cal["intercept"], unit="logit",
+                        interval=Interval(lower=cal["intercept_ci"][0], upper=cal["intercept_ci"][1], method="offset logistic model, Wald"))
     except (np.linalg.LinAlgError, ValueError) as exc:  # perfect separation and the like
         slope = icpt = None
         note = f"calibration not estimable: {type(exc).__name__}"
