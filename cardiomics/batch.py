@@ -533,7 +533,7 @@ def check_address(address: str) -> None:
         raise InputError("bad-address", f"--address {address!r} is not a Dask scheduler address: {exc}", hint=_ADDRESS_HINT) from None
 
 
-def _probe_worker(studies_dir: str, probe: str, token: str, dask_worker=None) -> dict[str, Any]:
+def _probe_worker(studies_dir: str, probe: str, token: str, dask_worker) -> dict[str, Any]:
     """Runs on each worker of a given scheduler: its cardiomics version, whether it sees the studies
     and the output folder at the paths the client uses (a file the client just wrote, with its content),
     and its machine, cores and task threads."""
@@ -546,7 +546,7 @@ def _probe_worker(studies_dir: str, probe: str, token: str, dask_worker=None) ->
     except OSError:
         sees_out = False
     return {"version": __version__, "sees_studies": Path(studies_dir).is_dir(), "sees_out": sees_out,
-            "host": socket.gethostname(), "cores": CPU_COUNT, "nthreads": dask_worker.state.nthreads if dask_worker else 1}
+            "host": socket.gethostname(), "cores": CPU_COUNT, "nthreads": dask_worker.state.nthreads}
 
 
 def torch_threads_per_worker(report: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
@@ -587,14 +587,14 @@ def _connect(address: str, studies_dir: Path, out: Path):
 
     try:
         client = Client(address, timeout=SCHEDULER_TIMEOUT_S)
-    except (OSError, TimeoutError) as exc:
+    except OSError as exc:  # refused, unresolvable or timed out (TimeoutError is an OSError)
         raise InputError("scheduler-unreachable", f"no Dask scheduler answered at {address} within {SCHEDULER_TIMEOUT_S:g} s ({exc})",
                          hint=f"check the host, port and firewall; {_ADDRESS_HINT}") from None
     probe = out / f".worker-probe-{os.urandom(6).hex()}"
     try:
         try:
             client.wait_for_workers(1, timeout=WORKERS_TIMEOUT_S)
-        except (OSError, TimeoutError):
+        except TimeoutError:
             raise InputError("no-workers", f"the Dask scheduler at {address} has had no worker for {WORKERS_TIMEOUT_S:g} s",
                              hint="start workers with `dask worker " + address + "` on machines that see the studies and --out") from None
         token = os.urandom(16).hex()

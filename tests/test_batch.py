@@ -310,16 +310,9 @@ def test_bad_scheduler_addresses_are_refused_before_any_work(tmp_path, monkeypat
     assert not (tmp_path / "out").exists()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_unreachable_scheduler_fails_fast_and_builds_nothing(tmp_path, monkeypatch):
     from cardiomics import batch
+    from cardiomics.review.server import free_port
 
     (tmp_path / "studies" / "study-a").mkdir(parents=True)
     knowledge = tmp_path / "knowledge"
@@ -327,7 +320,7 @@ def test_unreachable_scheduler_fails_fast_and_builds_nothing(tmp_path, monkeypat
         if k.startswith("CARDIOMICS_"):
             monkeypatch.setenv(k, v)
     monkeypatch.setattr(batch, "SCHEDULER_TIMEOUT_S", 2.0)
-    address = f"tcp://127.0.0.1:{_free_port()}"  # nothing listens there
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
     t0 = time.monotonic()
     with pytest.raises(InputError) as exc:
         run_batch(tmp_path / "studies", tmp_path / "out", address=address)
