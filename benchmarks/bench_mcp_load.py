@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -72,6 +71,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--max-calls", type=int, default=20000)
     args = ap.parse_args()
+    from cardiomics.review.server import free_port
 
     work = Path(tempfile.mkdtemp(prefix="cardiomics-load-"))
     home = work / "home"
@@ -79,9 +79,7 @@ def main() -> None:
     seg_id = _precomputed_segmentation(home)
     token = subprocess.run([sys.executable, "-m", "cardiomics.cli", "mcp", "token", "create", "load-test"], env=env,
                            capture_output=True, text=True, check=True).stdout.strip()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "cardiomics.cli", "mcp", "--http", "--host", "127.0.0.1", "--port", str(port)],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/mcp"

@@ -8,9 +8,16 @@ shared machine the tool's own time drifts by more than the target between runs).
 
 In process, two client calls are timed: ``call_tool`` (the result validated against the output
 schema by the MCP SDK, then hydrated into typed objects by fastmcp; the target figure) and
-``call_tool_mcp`` (the protocol result, validated but not hydrated). The floor is the same client
-calling a one-line tool on a bare fastmcp server (in process, and over HTTP without a token): what
-the MCP stack costs before cardiomics adds anything (audit line, typed errors, schemas, bearer tokens).
+``call_tool_mcp`` (the protocol result, validated but not hydrated). Two floors, served by bare
+fastmcp servers without cardiomics' server code (no audit line, middleware, typed errors, schemas
+of its own or bearer tokens), called by the same client:
+
+- a one-line tool (in process, and over HTTP without a token): what the MCP stack costs for a
+  tiny result;
+- the same tool function behind a plain ``@mcp.tool`` whose return annotation is the same pydantic
+  result model (in process, in the same alternating loop): what fastmcp costs for this tool's
+  result and output schema, so that "overhead − this floor" is what cardiomics' server adds.
+
 Target: in-process overhead at most 5 ms per call.
 
 A second, shorter paired loop puts timers on cardiomics' own server code and on the SDK's validation
@@ -27,7 +34,6 @@ import asyncio
 import functools
 import inspect
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -66,11 +72,30 @@ async def _calls(client, args: dict, n: int) -> list[float]:
     return times
 
 
-async def _paired(client, args: dict, ctx, n: int) -> tuple[list[float], list[float], list[float]]:
-    """Direct, MCP (hydrated) and MCP (protocol result) calls, alternating, ``n`` of each."""
+def _same_payload_server(ctx):
+    """A bare fastmcp server exposing the tool function the plain way: same result model, none of cardiomics' server code."""
+    import fastmcp
+
+    from cardiomics.tools import call_tool, registry
+
+    bare = fastmcp.FastMCP("same-payload")
+    output_model = registry()[TOOL].output_model
+
+    def prediction_metrics(y_true, y_prob):
+        return call_tool(TOOL, {"y_true": y_true, "y_prob": y_prob}, ctx)
+
+    # real objects, not the strings this module's future import makes of annotations: fastmcp reads them
+    prediction_metrics.__annotations__ = {"y_true": list[int], "y_prob": list[float], "return": output_model}
+    bare.tool(name=TOOL)(prediction_metrics)
+    return bare
+
+
+async def _paired(client, args: dict, ctx, n: int, same=None) -> tuple[list[float], list[float], list[float], list[float]]:
+    """Direct, MCP (hydrated) and MCP (protocol result) calls, alternating, ``n`` of each; with ``same``
+    (a client of the same-payload server), a fourth call each round."""
     from cardiomics.tools import call_tool
 
-    direct, hydrated, protocol = [], [], []
+    direct, hydrated, protocol, bare = [], [], [], []
     for _ in range(n):
         t0 = time.perf_counter()
         call_tool(TOOL, args, ctx)
@@ -83,7 +108,12 @@ async def _paired(client, args: dict, ctx, n: int) -> tuple[list[float], list[fl
         raw = await client.call_tool_mcp(TOOL, args)
         protocol.append(time.perf_counter() - t0)
         assert not raw.is_error
-    return direct, hydrated, protocol
+        if same is not None:
+            t0 = time.perf_counter()
+            res = await same.call_tool(TOOL, args)
+            bare.append(time.perf_counter() - t0)
+            assert not res.is_error
+    return direct, hydrated, protocol, bare
 
 
 class _Phases:
@@ -246,18 +276,13 @@ def _breakdown(m: dict[str, float], direct: float, hydrated: float, protocol: fl
     return {k: round(v, 3) for k, v in parts.items()}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> None:
     import fastmcp
     from rich.console import Console
 
     from cardiomics.config import Settings
     from cardiomics.mcp_server import build_server
+    from cardiomics.review.server import free_port
     from cardiomics.tools import ArtifactStore, ToolContext, call_tool
 
     tmp = Path(tempfile.mkdtemp(prefix="cardiomics-bench-mcp-"))
@@ -268,12 +293,17 @@ def main() -> None:
     for _ in range(5):
         call_tool(TOOL, args, ctx)
 
-    async def in_process() -> tuple[list[float], list[float], list[float]]:
-        async with fastmcp.Client(build_server(settings)) as c:
+    async def in_process() -> tuple[list[float], list[float], list[float], list[float]]:
+        async with fastmcp.Client(build_server(settings)) as c, fastmcp.Client(_same_payload_server(ctx)) as same:
             await _calls(c, args, 5)
-            return await _paired(c, args, ctx, N)
+            await _calls(same, args, 5)
+            first = await c.call_tool(TOOL, args)
+            plain = await same.call_tool(TOOL, args)
+            # the floor must carry the same result, or it is not a floor for this call
+            assert plain.data.overall.auroc.value == first.data.overall.auroc.value
+            return await _paired(c, args, ctx, N, same)
 
-    direct, inproc, protocol = asyncio.run(in_process())
+    direct, inproc, protocol, same_payload = asyncio.run(in_process())
     # a second, shorter paired loop with timers on the phases (the timers add a little to each call,
     # so the headline figures above come from the loop without them)
     phases = _Phases()
@@ -283,7 +313,7 @@ def main() -> None:
             async with fastmcp.Client(build_server(settings)) as c:
                 await _calls(c, args, 5)
                 phases.reset()
-                return await _paired(c, args, ctx, N // 2)
+                return (await _paired(c, args, ctx, N // 2))[:3]
 
         p_direct, p_inproc, p_protocol = asyncio.run(timed_run())
     finally:
@@ -294,7 +324,7 @@ def main() -> None:
     from cardiomics.mcp_auth import TokenStore
 
     token = TokenStore(settings).create("bench")
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "cardiomics.cli", "mcp", "--http", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
     try:
@@ -302,7 +332,7 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-c", _BARE_HTTP, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         http_floor = asyncio.run(_over_http(port, proc, "echo", {"x": 1}, None))
@@ -311,13 +341,19 @@ def main() -> None:
         proc.wait(timeout=30)
 
     d, i, r, h, f, hf = _ms(direct), _ms(inproc), _ms(protocol), _ms(http), _ms(floor), _ms(http_floor)
+    sp = _ms(same_payload)
     paired = _ms([m - x for m, x in zip(inproc, direct)])
+    paired_same = _ms([m - x for m, x in zip(same_payload, direct)])
     figures = {
         "tool": TOOL, "calls": N, "direct_ms": d, "in_process_ms": i, "in_process_protocol_ms": r, "http_ms": h,
         "in_process_overhead_ms": round(i - d, 3), "in_process_overhead_paired_median_ms": paired,
         "in_process_protocol_overhead_ms": round(r - d, 3), "http_overhead_ms": round(h - d, 3),
         "bare_fastmcp_floor_ms": f, "overhead_above_floor_ms": round(i - d - f, 3),
         "bare_fastmcp_http_floor_ms": hf, "http_overhead_above_floor_ms": round(h - d - hf, 3),
+        # the same tool and result model behind a plain fastmcp tool, timed in the same loop
+        "same_payload_fastmcp_ms": sp, "same_payload_fastmcp_overhead_ms": round(sp - d, 3),
+        "same_payload_fastmcp_overhead_paired_median_ms": paired_same,
+        "cardiomics_server_adds_ms": round(i - sp, 3),
         "mcp_audit_trail_lines": sum(len(p.read_text().splitlines()) for p in settings.audit_dir.glob("mcp-*.jsonl")),
         "in_process_breakdown_ms": breakdown,
         "load_average": load_average(),
@@ -329,6 +365,8 @@ def main() -> None:
               f"protocol result only {r:.2f} ms (+{r - d:.2f}), HTTP {h:.2f} ms (+{h - d:.2f}) per call", highlight=False)
     con.print(f"bare fastmcp floor (one-line tool, same client) {f:.2f} ms in process, {hf:.2f} ms over HTTP: "
               f"cardiomics adds {i - d - f:.2f} and {h - d - hf:.2f} ms above them", highlight=False)
+    con.print(f"the same tool and result model behind a plain fastmcp tool (no cardiomics server code) {sp:.2f} ms "
+              f"(+{sp - d:.2f} over direct, paired +{paired_same:.2f}): cardiomics' server adds {i - sp:.2f} ms to that", highlight=False)
     b = breakdown
     con.print(f"where an in-process call's overhead goes (a second run with timers; medians, ms): "
               f"cardiomics' own code {b['cardiomics_own']:.2f} (audit line {b['audit_line']:.2f}, result dump and text "

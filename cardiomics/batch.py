@@ -602,7 +602,9 @@ def _connect(address: str, studies_dir: Path, out: Path):
         try:
             report = client.run(_probe_worker, str(studies_dir), str(probe), token)
         except Exception as exc:  # noqa: BLE001 - e.g. a worker without cardiomics cannot unpickle the probe
-            raise InputError("workers-cannot-run-cardiomics", f"a worker of {address} could not run cardiomics: {type(exc).__name__}: {str(exc)[:300]}",
+            # Dask re-raises a worker's import error as a bare Exception whose text already names the real one
+            reason = str(exc) if type(exc) is Exception else f"{type(exc).__name__}: {exc}"
+            raise InputError("workers-cannot-run-cardiomics", f"a worker of {address} could not run cardiomics: {reason[:300]}",
                              hint="install cardiomics (the same version as here) in every worker's Python environment") from None
         check_workers(report, studies_dir, out)
     except BaseException:

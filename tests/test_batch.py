@@ -3,6 +3,7 @@ per-study covariates index the volumes, a changed covariate re-runs its study, b
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -10,7 +11,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -350,9 +353,9 @@ def test_worker_checks_name_what_is_wrong(tmp_path):
             assert w in exc.value.message, (w, exc.value.message)
 
 
-def _start(args: list[str], env: dict, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", *args], stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
+def _start(args: list[str], env: dict, log: Path, *, flags: tuple[str, ...] = (), cwd: Path | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *flags, "-m", *args], stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True, cwd=cwd)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -365,6 +368,86 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=30)
 
 
+@contextlib.contextmanager
+def _scheduler(tmp_path: Path, env: dict) -> Iterator[str]:
+    """A `dask scheduler` process started apart from cardiomics; yields its address."""
+    sched_file = tmp_path / "scheduler.json"
+    scheduler = _start(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                        "--scheduler-file", str(sched_file)], env, tmp_path / "scheduler.log")
+    try:
+        deadline = time.monotonic() + 120
+        while not sched_file.exists() or not sched_file.read_text().strip():
+            assert scheduler.poll() is None, (tmp_path / "scheduler.log").read_text()
+            assert time.monotonic() < deadline, "the scheduler did not start within 120 s"
+            time.sleep(0.2)
+        yield json.loads(sched_file.read_text())["address"]
+    finally:
+        _stop(scheduler)
+
+
+def _wait_for_workers(address: str, n: int, worker: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    """Until the scheduler counts exactly ``n`` workers (a stopped worker leaves, a started one joins)."""
+    from dask.distributed import Client
+
+    with Client(address, timeout=30) as client:
+        deadline = time.monotonic() + 120
+        while len(client.scheduler_info(n_workers=-1)["workers"]) != n:
+            assert worker is None or worker.poll() is None, log.read_text()[-3000:] if log else "the worker exited"
+            assert time.monotonic() < deadline, f"the scheduler did not reach {n} workers within 120 s"
+            time.sleep(0.2)
+
+
+def _cardiomics_env(tmp_path: Path, knowledge_dir: Path, monkeypatch) -> dict:
+    env = _env(tmp_path, knowledge_dir)
+    for k, v in env.items():
+        if k.startswith("CARDIOMICS_"):
+            monkeypatch.setenv(k, v)
+    return env
+
+
+def _refusal_with_one_worker(address: str, cohort: Path, out: Path, env: dict, log: Path, **how) -> InputError:
+    """Start one worker (``how``: flags, cwd), let `run_batch` meet it, stop it; the refusal, once nothing was written."""
+    worker = _start(["distributed.cli.dask_worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard"], env, log, **how)
+    try:
+        _wait_for_workers(address, 1, worker, log)
+        with pytest.raises(InputError) as exc:
+            run_batch(cohort, out, address=address)
+        assert not list(out.glob(".worker-probe-*")) and not any((out / "studies").iterdir()) and not (out / SUMMARY).exists()
+    finally:
+        _stop(worker)
+    _wait_for_workers(address, 0)
+    return exc.value
+
+
+def test_existing_scheduler_refuses_workers_that_cannot_run_this_cardiomics(pair, knowledge_dir, tmp_path, monkeypatch):
+    """Real workers the checks must catch: one whose Python has Dask but no cardiomics, one that imports another
+    cardiomics version. Each is refused with its own code before any study runs, and the probe file is removed."""
+    import cardiomics
+
+    env = _cardiomics_env(tmp_path, knowledge_dir, monkeypatch)
+    with _scheduler(tmp_path, env) as address:
+        # -S skips the site-packages .pth files, and with them the line that makes cardiomics importable;
+        # the folders themselves stay on the path, so Dask and everything else import as usual
+        site_dirs = os.pathsep.join(dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]))
+        err = _refusal_with_one_worker(address, pair, tmp_path / "out-without", {**env, "PYTHONPATH": site_dirs},
+                                       tmp_path / "worker-without.log", flags=("-S",), cwd=tmp_path)
+        assert err.code == "workers-cannot-run-cardiomics", err.to_dict()
+        assert address in err.message and "No module named 'cardiomics'" in err.message and "install cardiomics" in err.hint
+
+        # another installation: a copy of the package whose version says 0.0.9, first on the worker's path
+        other = tmp_path / "other-install"
+        shutil.copytree(Path(cardiomics.__file__).parent, other / "cardiomics", ignore=shutil.ignore_patterns("__pycache__"))
+        init = other / "cardiomics" / "__init__.py"
+        line = f'__version__ = "{cardiomics.__version__}"'
+        assert line in init.read_text()
+        init.write_text(init.read_text().replace(line, '__version__ = "0.0.9"'))
+        err = _refusal_with_one_worker(address, pair, tmp_path / "out-other", {**env, "PYTHONPATH": str(other)},
+                                       tmp_path / "worker-other.log", cwd=tmp_path)
+        assert err.code == "worker-version-mismatch", err.to_dict()
+        for word in ("1 of 1 workers", "0.0.9", f"this client {cardiomics.__version__}"):
+            assert word in err.message, (word, err.message)
+
+
 def test_existing_scheduler_runs_the_batch_on_its_own_workers(pair, knowledge_dir, tmp_path, monkeypatch):
     """`dask scheduler` and `dask worker` started apart from cardiomics: without a worker the batch is refused
     with a typed error; with one, every study runs on that worker process and the outputs verify."""
@@ -372,22 +455,11 @@ def test_existing_scheduler_runs_the_batch_on_its_own_workers(pair, knowledge_di
 
     from cardiomics import batch
 
-    env = _env(tmp_path, knowledge_dir)
-    for k, v in env.items():
-        if k.startswith("CARDIOMICS_"):
-            monkeypatch.setenv(k, v)
-    sched_file = tmp_path / "scheduler.json"
-    scheduler = _start(["distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                        "--scheduler-file", str(sched_file)], env, tmp_path / "scheduler.log")
+    env = _cardiomics_env(tmp_path, knowledge_dir, monkeypatch)
     worker = None
-    try:
-        deadline = time.monotonic() + 120
-        while not sched_file.exists() or not sched_file.read_text().strip():
-            assert scheduler.poll() is None, (tmp_path / "scheduler.log").read_text()
-            assert time.monotonic() < deadline, "the scheduler did not start within 120 s"
-            time.sleep(0.2)
-        address = json.loads(sched_file.read_text())["address"]
-
+    with contextlib.ExitStack() as stack:
+        address = stack.enter_context(_scheduler(tmp_path, env))
+        stack.callback(lambda: worker is not None and _stop(worker))
         monkeypatch.setattr(batch, "WORKERS_TIMEOUT_S", 2.0)
         with pytest.raises(InputError) as exc:
             run_batch(pair, tmp_path / "refused", address=address)
@@ -412,10 +484,6 @@ def test_existing_scheduler_runs_the_batch_on_its_own_workers(pair, knowledge_di
         assert not list(out.glob(".worker-probe-*"))
         ran_on = {m["worker"].rsplit(":", 1)[1] for m in manifests.values()}
         assert ran_on == {str(worker.pid)}
-    finally:
-        if worker is not None:
-            _stop(worker)
-        _stop(scheduler)
 
 
 def test_torch_threads_share_each_machine_among_its_workers():

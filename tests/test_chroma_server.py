@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -12,11 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from cardiomics.review.server import free_port
 
 
 def _chroma_cli() -> str | None:
@@ -29,7 +24,7 @@ def chroma_server(tmp_path_factory):
     cli = _chroma_cli()
     if cli is None:
         pytest.skip("the `chroma` command (shipped by the chromadb package) is not installed")
-    data, port = tmp_path_factory.mktemp("chroma-server"), _free_port()
+    data, port = tmp_path_factory.mktemp("chroma-server"), free_port()
     log = open(data / "server.log", "wb")
     proc = subprocess.Popen([cli, "run", "--path", str(data / "db"), "--host", "127.0.0.1", "--port", str(port)],
                             stdout=log, stderr=subprocess.STDOUT)
@@ -104,7 +99,7 @@ def test_unreachable_server_is_a_typed_error(tmp_path):
     from cardiomics.vectorstore import chroma_client
 
     with pytest.raises(InputError) as info:
-        chroma_client(tmp_path, url=f"http://127.0.0.1:{_free_port()}")
+        chroma_client(tmp_path, url=f"http://127.0.0.1:{free_port()}")
     assert info.value.code == "chroma-unreachable"
     with pytest.raises(InputError) as bad:
         chroma_client(tmp_path, url="ftp://example")

@@ -8,7 +8,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -21,13 +20,8 @@ from fastmcp.exceptions import ToolError
 from mcp.shared.exceptions import MCPError
 
 from cardiomics.audit import verify_file
+from cardiomics.review.server import free_port
 from cardiomics.tools import registry
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _cli(*args: str, env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -68,7 +62,7 @@ def server(env, settings):
     created = _cli("mcp", "token", "create", "alice", env=env)
     assert created.returncode == 0, created.stderr
     token = created.stdout.strip()
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "cardiomics.cli", "mcp", "--http", "--port", str(port)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -106,9 +100,9 @@ def test_token_file_keeps_only_hashes(env, settings):
 
 
 def test_refuses_unsafe_starts(env):
-    open_bind = _cli("mcp", "--http", "--no-auth", "--host", "0.0.0.0", "--port", str(_free_port()), env=env)
+    open_bind = _cli("mcp", "--http", "--no-auth", "--host", "0.0.0.0", "--port", str(free_port()), env=env)
     assert open_bind.returncode == 2 and "loopback only" in open_bind.stderr
-    no_tokens = _cli("mcp", "--http", "--port", str(_free_port()), env=env)
+    no_tokens = _cli("mcp", "--http", "--port", str(free_port()), env=env)
     assert no_tokens.returncode == 2 and "no MCP tokens" in no_tokens.stderr
 
 

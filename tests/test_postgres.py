@@ -10,7 +10,6 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from cardiomics.review.server import free_port
+
 
 def _pg_bin(name: str) -> str | None:
     found = shutil.which(name)
@@ -26,12 +27,6 @@ def _pg_bin(name: str) -> str | None:
         return found
     cands = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     return cands[-1] if cands else None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +48,7 @@ def pg_url():
             pytest.skip("running as root and no runuser to drop privileges for the PostgreSQL server")
         as_user = [runuser, "-u", "postgres", "--"]
         os.chown(root, pw.pw_uid, pw.pw_gid)
-    data, port = root / "data", _free_port()
+    data, port = root / "data", free_port()
 
     def run(*cmd: str) -> None:
         res = subprocess.run([*as_user, *cmd], capture_output=True, text=True, timeout=120, cwd=root, check=False)
@@ -164,7 +159,7 @@ def test_unreachable_postgres_is_a_typed_error(settings, monkeypatch):
     from cardiomics.agents.checkpointer import Checkpointer
     from cardiomics.errors import InputError
 
-    monkeypatch.setenv("CARDIOMICS_POSTGRES_URL", f"postgresql://nobody:secret@127.0.0.1:{_free_port()}/x")
+    monkeypatch.setenv("CARDIOMICS_POSTGRES_URL", f"postgresql://nobody:secret@127.0.0.1:{free_port()}/x")
     with pytest.raises(InputError) as info:
         Checkpointer(settings)
     assert info.value.code == "postgres-unreachable"
