@@ -46,6 +46,7 @@ from typing import Any, Literal
 import structlog
 from pydantic import BaseModel, Field
 
+from cardiomics import __version__
 from cardiomics.errors import InputError
 
 log = structlog.get_logger(__name__)
@@ -368,17 +369,37 @@ def _prepare_worker(n: int | Mapping[str, int] | None) -> None:
     _WORKER_READY = True
 
 
+def _unfit_worker(client_version: str | None, out_dir: str) -> dict[str, str] | None:
+    """Why this worker must not analyse a study, checked in the task itself because a worker that joins a
+    given cluster after the checks in ``_connect`` was never probed: another cardiomics version would
+    mix its numbers into the table, and a worker blind to ``out_dir`` would write the outputs to its own disk."""
+    if client_version is not None and client_version != __version__:
+        return {"error": "InputError", "code": "worker-version-mismatch",
+                "message": f"this worker runs cardiomics {__version__}, the batch was started with {client_version}",
+                "hint": "install the same cardiomics version in every worker's Python environment, then restart the workers and rerun the batch"}
+    if not Path(out_dir).is_dir():
+        return {"error": "InputError", "code": "workers-cannot-see-files", "message": f"this worker cannot see the output folder {out_dir}",
+                "hint": "put the studies and --out on a file system every worker mounts at the same path, then rerun the batch"}
+    return None
+
+
 def analyse_study(name: str, path: str, out_dir: str, salt: bytes, *, torch_threads: int | Mapping[str, int] | None = None,
-                  keep_artifacts: bool = False, covariates: Covariates | None = None) -> dict[str, Any]:
+                  keep_artifacts: bool = False, covariates: Covariates | None = None, client_version: str | None = None) -> dict[str, Any]:
     """Analyse one study (with its height, weight and sex when known) and write its outputs;
-    returns a StudyOutcome as a dict. Never raises for a bad study."""
+    returns a StudyOutcome as a dict. Never raises for a bad study.
+
+    ``client_version``: the cardiomics version that started the batch; a worker running another one
+    (or not seeing ``out_dir``) fails the study without touching its folder."""
     from cardiomics.audit import AuditTrail
     from cardiomics.errors import CardiomicsError
     from cardiomics.tools import ArtifactStore, ToolContext
 
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    unfit = _unfit_worker(client_version, out_dir)
+    if unfit is not None:
+        return StudyOutcome(study=name, status="failed", worker=worker, error=unfit).model_dump()
     _prepare_worker(torch_threads)
     started = time.perf_counter()
-    worker = f"{socket.gethostname()}:{os.getpid()}"
     study_out = Path(out_dir) / "studies" / name
     (study_out / "audit").mkdir(parents=True, exist_ok=True)
     (study_out / MANIFEST).unlink(missing_ok=True)  # outputs are rewritten: not verified until the new manifest
@@ -391,8 +412,6 @@ def analyse_study(name: str, path: str, out_dir: str, salt: bytes, *, torch_thre
         if not salt_path.exists():  # one salt for the cohort: study keys are stable across workers and reruns
             salt_path.write_bytes(salt)
             os.chmod(salt_path, 0o600)
-        from cardiomics import __version__
-
         audit.append("run_start", "system", mode="batch", cardiomics_version=__version__, llm="none (deterministic planner)",
                      approvals=APPROVALS_NOTE, once_key="start")
         results = _protocol(run_id, path, ToolContext(store=store, seed=0), audit, study_out, patient=covariates)
@@ -539,8 +558,6 @@ def _probe_worker(studies_dir: str, probe: str, token: str, dask_worker) -> dict
     and its machine, cores and task threads."""
     from dask.system import CPU_COUNT
 
-    from cardiomics import __version__
-
     try:
         sees_out = Path(probe).read_text(encoding="utf-8") == token
     except OSError:
@@ -563,8 +580,6 @@ def torch_threads_per_worker(report: Mapping[str, Mapping[str, Any]]) -> dict[st
 def check_workers(report: Mapping[str, Mapping[str, Any]], studies_dir: Path, out: Path) -> None:
     """Refuse a cluster whose workers cannot do the work: another cardiomics version, or not seeing the
     studies or the output folder (workers read and write them by path, so every worker must mount them alike)."""
-    from cardiomics import __version__
-
     def named(workers: list[str]) -> str:
         return f"{len(workers)} of {len(report)} workers ({', '.join(workers[:3])}{' …' if len(workers) > 3 else ''})"
 
@@ -637,6 +652,52 @@ def _client(workers: int, address: str | None, studies_dir: Path, out: Path):
 Event = Callable[[StudyOutcome, int, int], None]
 
 
+def task_error(exc: BaseException) -> dict[str, str]:
+    """The typed error of a study whose task raised instead of returning its outcome (``analyse_study``
+    never raises for a bad study, so the worker itself is at fault)."""
+    from distributed import KilledWorker
+
+    if isinstance(exc, KilledWorker):
+        return {"error": "KilledWorker", "code": "worker-lost", "message": str(exc)[:500],
+                "hint": "the worker process died (memory?); rerun the batch to retry this study"}
+    return {"error": type(exc).__name__, "code": "worker-failed", "message": str(exc)[:500],
+            "hint": "see the worker's log; rerun the batch to retry this study"}
+
+
+def _collect(client, futures: Mapping[Any, Study], record: Callable[[StudyOutcome], None], *, where: str) -> None:
+    """``record`` each study's outcome as it finishes. Dask waits forever for a worker once a cluster has
+    none left (they died, or left because they could not load cardiomics); after ``WORKERS_TIMEOUT_S``
+    without one, the studies still waiting fail with ``no-workers`` and the batch ends with its summary."""
+    from distributed import wait
+
+    pending, no_worker_since = set(futures), None
+    while pending:
+        try:
+            done, pending = wait(pending, timeout=min(5.0, WORKERS_TIMEOUT_S), return_when="FIRST_COMPLETED")
+        except TimeoutError:  # nothing finished within the poll: is anyone still working?
+            if client.nthreads():
+                no_worker_since = None
+            elif no_worker_since is None:
+                no_worker_since = time.monotonic()
+            elif time.monotonic() - no_worker_since >= WORKERS_TIMEOUT_S:
+                error = {"error": "InputError", "code": "no-workers", "message": f"{where} had no worker for {WORKERS_TIMEOUT_S:g} s; "
+                         f"{len(pending)} studies were not analysed",
+                         "hint": "workers leave when they die or cannot load cardiomics (their logs say which); "
+                                 "start workers that pass the checks and rerun the batch: finished studies are skipped"}
+                client.cancel(list(pending))
+                for fut in sorted(pending, key=lambda f: futures[f].name):
+                    record(StudyOutcome(study=futures[fut].name, status="failed", error=error))
+                return
+            continue
+        for fut in done:
+            try:
+                outcome = StudyOutcome.model_validate(fut.result())
+            except Exception as exc:  # noqa: BLE001 - a worker that died or could not run the task fails this study only
+                outcome = StudyOutcome(study=futures[fut].name, status="failed", error=task_error(exc))
+            fut.release()
+            record(outcome)
+
+
 def run_batch(studies_dir: str | Path, out_dir: str | Path, *, workers: int = 1, address: str | None = None,
               on_result: Event | None = None, keep_artifacts: bool = False, covariates: str | Path | None = None,
               on_plan: Callable[[list[Study], dict[str, Covariates]], None] | None = None) -> BatchSummary:
@@ -645,8 +706,6 @@ def run_batch(studies_dir: str | Path, out_dir: str | Path, *, workers: int = 1,
     ``covariates`` is a CSV of per-study height_cm, weight_kg and sex (see ``load_covariates``); it is
     validated before anything is written or started. ``on_plan`` is called once the studies are found
     and the covariates validated, before anything is written."""
-    from dask.distributed import as_completed
-
     if workers < 1:
         raise InputError("bad-workers", f"--workers must be at least 1, got {workers}")
     if address:
@@ -680,21 +739,16 @@ def run_batch(studies_dir: str | Path, out_dir: str | Path, *, workers: int = 1,
         try:
             _warm_shared_stores()
             futures = {client.submit(analyse_study, s.name, str(s.path), str(out), salt, torch_threads=threads,
-                                     keep_artifacts=keep_artifacts, covariates=per_study.get(s.name),
+                                     keep_artifacts=keep_artifacts, covariates=per_study.get(s.name), client_version=__version__,
                                      key=f"study-{s.name}-{os.urandom(4).hex()}", pure=False): s
                        for s in todo}
-            for fut in as_completed(futures):
-                s = futures[fut]
-                try:
-                    outcome = StudyOutcome.model_validate(fut.result())
-                except Exception as exc:  # noqa: BLE001 - a worker that died (KilledWorker) fails this study only
-                    outcome = StudyOutcome(study=s.name, status="failed", error={
-                        "error": type(exc).__name__, "code": "worker-lost", "message": str(exc)[:500],
-                        "hint": "the worker process died (memory?); rerun the batch to retry this study"})
-                fut.release()
+
+            def record(outcome: StudyOutcome) -> None:
                 outcomes.append(outcome)
                 if on_result:
                     on_result(outcome, len(outcomes), total)
+
+            _collect(client, futures, record, where=f"the Dask scheduler at {address}" if address else "the local cluster")
         finally:
             client.close()
             if cluster is not None:

@@ -405,9 +405,36 @@ def _cardiomics_env(tmp_path: Path, knowledge_dir: Path, monkeypatch) -> dict:
     return env
 
 
+def _worker(address: str, env: dict, log: Path, **how) -> subprocess.Popen:
+    """One single-task `dask worker` process (``how``: flags, cwd) for the scheduler at ``address``."""
+    return _start(["distributed.cli.dask_worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard"], env, log, **how)
+
+
+def _without_cardiomics(env: dict, tmp_path: Path) -> tuple[dict, dict]:
+    """A worker environment whose Python has Dask but no cardiomics, and how to start it."""
+    # -S skips the site-packages .pth files, and with them the line that makes cardiomics importable;
+    # the folders themselves stay on the path, so Dask and everything else import as usual
+    site_dirs = os.pathsep.join(dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]))
+    return {**env, "PYTHONPATH": site_dirs}, {"flags": ("-S",), "cwd": tmp_path}
+
+
+def _other_version(env: dict, tmp_path: Path) -> tuple[dict, dict]:
+    """A worker environment that imports another cardiomics installation: a copy of the package whose version says 0.0.9."""
+    import cardiomics
+
+    other = tmp_path / "other-install"
+    if not other.exists():
+        shutil.copytree(Path(cardiomics.__file__).parent, other / "cardiomics", ignore=shutil.ignore_patterns("__pycache__"))
+        init = other / "cardiomics" / "__init__.py"
+        line = f'__version__ = "{cardiomics.__version__}"'
+        assert line in init.read_text()
+        init.write_text(init.read_text().replace(line, '__version__ = "0.0.9"'))
+    return {**env, "PYTHONPATH": str(other)}, {"cwd": tmp_path}
+
+
 def _refusal_with_one_worker(address: str, cohort: Path, out: Path, env: dict, log: Path, **how) -> InputError:
     """Start one worker (``how``: flags, cwd), let `run_batch` meet it, stop it; the refusal, once nothing was written."""
-    worker = _start(["distributed.cli.dask_worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard"], env, log, **how)
+    worker = _worker(address, env, log, **how)
     try:
         _wait_for_workers(address, 1, worker, log)
         with pytest.raises(InputError) as exc:
@@ -422,30 +449,71 @@ def _refusal_with_one_worker(address: str, cohort: Path, out: Path, env: dict, l
 def test_existing_scheduler_refuses_workers_that_cannot_run_this_cardiomics(pair, knowledge_dir, tmp_path, monkeypatch):
     """Real workers the checks must catch: one whose Python has Dask but no cardiomics, one that imports another
     cardiomics version. Each is refused with its own code before any study runs, and the probe file is removed."""
-    import cardiomics
+    from cardiomics import __version__
 
     env = _cardiomics_env(tmp_path, knowledge_dir, monkeypatch)
     with _scheduler(tmp_path, env) as address:
-        # -S skips the site-packages .pth files, and with them the line that makes cardiomics importable;
-        # the folders themselves stay on the path, so Dask and everything else import as usual
-        site_dirs = os.pathsep.join(dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]))
-        err = _refusal_with_one_worker(address, pair, tmp_path / "out-without", {**env, "PYTHONPATH": site_dirs},
-                                       tmp_path / "worker-without.log", flags=("-S",), cwd=tmp_path)
+        worker_env, how = _without_cardiomics(env, tmp_path)
+        err = _refusal_with_one_worker(address, pair, tmp_path / "out-without", worker_env, tmp_path / "worker-without.log", **how)
         assert err.code == "workers-cannot-run-cardiomics", err.to_dict()
         assert address in err.message and "No module named 'cardiomics'" in err.message and "install cardiomics" in err.hint
 
-        # another installation: a copy of the package whose version says 0.0.9, first on the worker's path
-        other = tmp_path / "other-install"
-        shutil.copytree(Path(cardiomics.__file__).parent, other / "cardiomics", ignore=shutil.ignore_patterns("__pycache__"))
-        init = other / "cardiomics" / "__init__.py"
-        line = f'__version__ = "{cardiomics.__version__}"'
-        assert line in init.read_text()
-        init.write_text(init.read_text().replace(line, '__version__ = "0.0.9"'))
-        err = _refusal_with_one_worker(address, pair, tmp_path / "out-other", {**env, "PYTHONPATH": str(other)},
-                                       tmp_path / "worker-other.log", cwd=tmp_path)
+        worker_env, how = _other_version(env, tmp_path)
+        err = _refusal_with_one_worker(address, pair, tmp_path / "out-other", worker_env, tmp_path / "worker-other.log", **how)
         assert err.code == "worker-version-mismatch", err.to_dict()
-        for word in ("1 of 1 workers", "0.0.9", f"this client {cardiomics.__version__}"):
+        for word in ("1 of 1 workers", "0.0.9", f"this client {__version__}"):
             assert word in err.message, (word, err.message)
+
+
+def test_workers_that_join_after_the_checks_fail_their_studies_not_the_batch(pair, knowledge_dir, tmp_path, monkeypatch):
+    """The checks pass with a good worker; then, before any study is submitted, a worker with another version (or
+    without cardiomics) joins and the good one leaves. Every study fails with a code that names the cause, none is
+    written by the wrong version, and the batch still finishes with its summary.
+
+    A worker without cardiomics cannot read its first task and leaves the cluster (Dask then waits for a worker
+    forever): the studies fail with ``no-workers`` once the cluster has had none for ``WORKERS_TIMEOUT_S``."""
+    from cardiomics import batch
+
+    env = _cardiomics_env(tmp_path, knowledge_dir, monkeypatch)
+    monkeypatch.setattr(batch, "WORKERS_TIMEOUT_S", 3.0)
+    warm = batch._warm_shared_stores
+    with _scheduler(tmp_path, env) as address:
+        for label, unfit, code in (("other", _other_version, "worker-version-mismatch"),
+                                   ("without", _without_cardiomics, "no-workers")):
+            late_env, how = unfit(env, tmp_path)
+            good = _worker(address, env, tmp_path / f"good-{label}.log")
+            workers = [good]
+
+            def swap(label=label, late_env=late_env, how=how, good=good, workers=workers):
+                # called by run_batch after the cluster passed its checks and before the studies are submitted
+                workers.append(_worker(address, late_env, tmp_path / f"late-{label}.log", **how))
+                _wait_for_workers(address, 2, workers[-1], tmp_path / f"late-{label}.log")
+                _stop(good)
+                _wait_for_workers(address, 1)
+                warm()
+
+            monkeypatch.setattr(batch, "_warm_shared_stores", swap)
+            try:
+                _wait_for_workers(address, 1, good, tmp_path / f"good-{label}.log")
+                out = tmp_path / f"out-late-{label}"
+                summary = run_batch(pair, out, address=address)
+            finally:
+                for w in workers:
+                    _stop(w)
+            _wait_for_workers(address, 0)
+            assert len(workers) == 2, "the late worker never joined"
+            assert (summary.done, summary.failed) == (0, 2), summary.model_dump()
+            assert {f.error["code"] for f in summary.failures} == {code}, [f.error for f in summary.failures]
+            assert all(f.error["hint"] for f in summary.failures)
+            assert json.loads((out / SUMMARY).read_text())["failed"] == 2
+            # refused before anything was written: no study folder was created
+            assert not any((out / "studies").iterdir())
+            if code == "worker-version-mismatch":
+                assert {f.worker.rsplit(":", 1)[1] for f in summary.failures} == {str(workers[1].pid)}
+                assert "0.0.9" in summary.failures[0].error["message"]
+            else:
+                assert address in summary.failures[0].error["message"] and "3 s" in summary.failures[0].error["message"]
+                assert "No module named 'cardiomics'" in (tmp_path / f"late-{label}.log").read_text()
 
 
 def test_existing_scheduler_runs_the_batch_on_its_own_workers(pair, knowledge_dir, tmp_path, monkeypatch):
@@ -484,6 +552,19 @@ def test_existing_scheduler_runs_the_batch_on_its_own_workers(pair, knowledge_di
         assert not list(out.glob(".worker-probe-*"))
         ran_on = {m["worker"].rsplit(":", 1)[1] for m in manifests.values()}
         assert ran_on == {str(worker.pid)}
+
+
+def test_a_task_that_raised_is_typed_by_its_cause():
+    from types import SimpleNamespace
+
+    from distributed import KilledWorker
+
+    from cardiomics.batch import task_error
+
+    lost = task_error(KilledWorker("study-x", SimpleNamespace(address="tcp://10.0.0.5:4000"), 3))
+    assert lost["code"] == "worker-lost" and "memory" in lost["hint"] and "tcp://10.0.0.5:4000" in lost["message"]
+    other = task_error(RuntimeError("serialisation failed"))
+    assert other["code"] == "worker-failed" and other["error"] == "RuntimeError" and other["message"] == "serialisation failed"
 
 
 def test_torch_threads_share_each_machine_among_its_workers():
