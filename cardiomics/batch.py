@@ -9,7 +9,9 @@ audit of every call) and report composition as the interactive graph are used.
 Distribution is Dask's (``dask.distributed``): a LocalCluster of single-threaded worker processes
 by default, or an existing scheduler (``tcp://host:8786``), checked before any study runs: its
 workers must run this cardiomics version and see the studies and the output folder at the same
-paths. A study is one task; a study that fails is recorded and the batch goes on. Outputs are
+paths (and each study checks its own worker again, for workers that join later). A study is one task;
+a study that fails is recorded and the batch goes on; a cluster left with no worker fails the studies
+still waiting rather than waiting forever. Outputs are
 written atomically with a manifest of hashes last, so a batch killed midway is resumed by running
 it again: studies whose outputs verify are skipped.
 
