@@ -371,6 +371,10 @@ def _prepare_worker(n: int | Mapping[str, int] | None) -> None:
     _WORKER_READY = True
 
 
+_VERSION_HINT = "install the same cardiomics version in every worker's Python environment, then restart the workers"
+_FILES_HINT = "put the studies and --out on a file system every worker mounts at the same path as this machine"
+
+
 def _unfit_worker(client_version: str | None, out_dir: str) -> dict[str, str] | None:
     """Why this worker must not analyse a study, checked in the task itself because a worker that joins a
     given cluster after the checks in ``_connect`` was never probed: another cardiomics version would
@@ -378,10 +382,10 @@ def _unfit_worker(client_version: str | None, out_dir: str) -> dict[str, str] | 
     if client_version is not None and client_version != __version__:
         return {"error": "InputError", "code": "worker-version-mismatch",
                 "message": f"this worker runs cardiomics {__version__}, the batch was started with {client_version}",
-                "hint": "install the same cardiomics version in every worker's Python environment, then restart the workers and rerun the batch"}
+                "hint": f"{_VERSION_HINT} and rerun the batch"}
     if not Path(out_dir).is_dir():
         return {"error": "InputError", "code": "workers-cannot-see-files", "message": f"this worker cannot see the output folder {out_dir}",
-                "hint": "put the studies and --out on a file system every worker mounts at the same path, then rerun the batch"}
+                "hint": f"{_FILES_HINT}, then rerun the batch"}
     return None
 
 
@@ -589,12 +593,12 @@ def check_workers(report: Mapping[str, Mapping[str, Any]], studies_dir: Path, ou
     if other:
         versions = sorted({str(report[w].get("version")) for w in other})
         raise InputError("worker-version-mismatch", f"{named(other)} run cardiomics {', '.join(versions)}, this client {__version__}",
-                         hint="install the same cardiomics version in every worker's Python environment, then restart the workers")
+                         hint=_VERSION_HINT)
     for key, what, folder in (("sees_studies", "the studies folder", studies_dir), ("sees_out", "the output folder", out)):
         blind = sorted(w for w, r in report.items() if not r.get(key))
         if blind:
             raise InputError("workers-cannot-see-files", f"{named(blind)} cannot see {what} {folder}",
-                             hint="put the studies and --out on a file system every worker mounts at the same path as this machine")
+                             hint=_FILES_HINT)
 
 
 def _connect(address: str, studies_dir: Path, out: Path):
@@ -670,34 +674,42 @@ def _collect(client, futures: Mapping[Any, Study], record: Callable[[StudyOutcom
     """``record`` each study's outcome as it finishes. Dask waits forever for a worker once a cluster has
     none left (they died, or left because they could not load cardiomics); after ``WORKERS_TIMEOUT_S``
     without one, the studies still waiting fail with ``no-workers`` and the batch ends with its summary."""
-    from distributed import wait
+    from distributed import as_completed
 
-    pending, no_worker_since = set(futures), None
-    while pending:
-        try:
-            done, pending = wait(pending, timeout=min(5.0, WORKERS_TIMEOUT_S), return_when="FIRST_COMPLETED")
-        except TimeoutError:  # nothing finished within the poll: is anyone still working?
-            if client.nthreads():
-                no_worker_since = None
-            elif no_worker_since is None:
-                no_worker_since = time.monotonic()
-            elif time.monotonic() - no_worker_since >= WORKERS_TIMEOUT_S:
-                error = {"error": "InputError", "code": "no-workers", "message": f"{where} had no worker for {WORKERS_TIMEOUT_S:g} s; "
-                         f"{len(pending)} studies were not analysed",
-                         "hint": "workers leave when they die or cannot load cardiomics (their logs say which); "
-                                 "start workers that pass the checks and rerun the batch: finished studies are skipped"}
-                client.cancel(list(pending))
-                for fut in sorted(pending, key=lambda f: futures[f].name):
-                    record(StudyOutcome(study=futures[fut].name, status="failed", error=error))
-                return
-            continue
+    # as_completed hands over each finished future once (waiting on every pending one per pass would be
+    # quadratic in the cohort size); the non-blocking form leaves room for the worker check
+    pending, left = as_completed(futures), set(futures)
+    quiet_since, no_worker_since = time.monotonic(), None
+    while not pending.is_empty():
+        done = pending.next_batch(block=False)
         for fut in done:
             try:
                 outcome = StudyOutcome.model_validate(fut.result())
             except Exception as exc:  # noqa: BLE001 - a worker that died or could not run the task fails this study only
                 outcome = StudyOutcome(study=futures[fut].name, status="failed", error=task_error(exc))
             fut.release()
+            left.discard(fut)
             record(outcome)
+        now = time.monotonic()
+        if done:
+            quiet_since = now
+        elif now - quiet_since >= min(5.0, WORKERS_TIMEOUT_S):  # nothing finished for a while: is anyone still working?
+            quiet_since = now
+            if client.nthreads():
+                no_worker_since = None
+            elif no_worker_since is None:
+                no_worker_since = now
+            elif now - no_worker_since >= WORKERS_TIMEOUT_S:
+                error = {"error": "InputError", "code": "no-workers", "message": f"{where} had no worker for {WORKERS_TIMEOUT_S:g} s; "
+                         f"{len(left)} studies were not analysed",
+                         "hint": "workers leave when they die or cannot load cardiomics (their logs say which); "
+                                 "start workers that pass the checks and rerun the batch: finished studies are skipped"}
+                client.cancel(list(left))
+                for fut in sorted(left, key=lambda f: futures[f].name):
+                    record(StudyOutcome(study=futures[fut].name, status="failed", error=error))
+                return
+        else:
+            time.sleep(0.2)
 
 
 def run_batch(studies_dir: str | Path, out_dir: str | Path, *, workers: int = 1, address: str | None = None,
