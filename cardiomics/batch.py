@@ -375,10 +375,11 @@ _VERSION_HINT = "install the same cardiomics version in every worker's Python en
 _FILES_HINT = "put the studies and --out on a file system every worker mounts at the same path as this machine"
 
 
-def _unfit_worker(client_version: str | None, out_dir: str) -> dict[str, str] | None:
+def _unfit_worker(client_version: str | None, out_dir: str, study: str) -> dict[str, str] | None:
     """Why this worker must not analyse a study, checked in the task itself because a worker that joins a
     given cluster after the checks in ``_connect`` was never probed: another cardiomics version would
-    mix its numbers into the table, and a worker blind to ``out_dir`` would write the outputs to its own disk."""
+    mix its numbers into the table, a worker blind to ``out_dir`` would write the outputs to its own disk,
+    and one blind to the study would leave a failed study folder behind a misleading loader error."""
     if client_version is not None and client_version != __version__:
         return {"error": "InputError", "code": "worker-version-mismatch",
                 "message": f"this worker runs cardiomics {__version__}, the batch was started with {client_version}",
@@ -386,6 +387,11 @@ def _unfit_worker(client_version: str | None, out_dir: str) -> dict[str, str] | 
     if not Path(out_dir).is_dir():
         return {"error": "InputError", "code": "workers-cannot-see-files", "message": f"this worker cannot see the output folder {out_dir}",
                 "hint": f"{_FILES_HINT}, then rerun the batch"}
+    if not Path(study).exists():
+        # the client found it when the batch started: removed since, or not on this worker's file system
+        return {"error": "InputError", "code": "not-found",
+                "message": f"this worker cannot see the study {study}, which was there when the batch started",
+                "hint": f"if it was not removed since, {_FILES_HINT}; then rerun the batch"}
     return None
 
 
@@ -395,13 +401,13 @@ def analyse_study(name: str, path: str, out_dir: str, salt: bytes, *, torch_thre
     returns a StudyOutcome as a dict. Never raises for a bad study.
 
     ``client_version``: the cardiomics version that started the batch; a worker running another one
-    (or not seeing ``out_dir``) fails the study without touching its folder."""
+    (or not seeing ``out_dir`` or the study) fails the study without touching its folder."""
     from cardiomics.audit import AuditTrail
     from cardiomics.errors import CardiomicsError
     from cardiomics.tools import ArtifactStore, ToolContext
 
     worker = f"{socket.gethostname()}:{os.getpid()}"
-    unfit = _unfit_worker(client_version, out_dir)
+    unfit = _unfit_worker(client_version, out_dir, path)
     if unfit is not None:
         return StudyOutcome(study=name, status="failed", worker=worker, error=unfit).model_dump()
     _prepare_worker(torch_threads)
@@ -558,17 +564,19 @@ def check_address(address: str) -> None:
         raise InputError("bad-address", f"--address {address!r} is not a Dask scheduler address: {exc}", hint=_ADDRESS_HINT) from None
 
 
-def _probe_worker(studies_dir: str, probe: str, token: str, dask_worker) -> dict[str, Any]:
+def _probe_worker(studies_dir: str, samples: list[str], probe: str, token: str, dask_worker) -> dict[str, Any]:
     """Runs on each worker of a given scheduler: its cardiomics version, whether it sees the studies
-    and the output folder at the paths the client uses (a file the client just wrote, with its content),
-    and its machine, cores and task threads."""
+    (the folder and a few of the studies in it: an empty folder at the same path is not enough) and the
+    output folder at the paths the client uses (a file the client just wrote, with its content), and its
+    machine, cores and task threads."""
     from dask.system import CPU_COUNT
 
     try:
         sees_out = Path(probe).read_text(encoding="utf-8") == token
     except OSError:
         sees_out = False
-    return {"version": __version__, "sees_studies": Path(studies_dir).is_dir(), "sees_out": sees_out,
+    sees_studies = Path(studies_dir).is_dir() and all(Path(p).exists() for p in samples)
+    return {"version": __version__, "sees_studies": sees_studies, "sees_out": sees_out,
             "host": socket.gethostname(), "cores": CPU_COUNT, "nthreads": dask_worker.state.nthreads}
 
 
@@ -594,16 +602,16 @@ def check_workers(report: Mapping[str, Mapping[str, Any]], studies_dir: Path, ou
         versions = sorted({str(report[w].get("version")) for w in other})
         raise InputError("worker-version-mismatch", f"{named(other)} run cardiomics {', '.join(versions)}, this client {__version__}",
                          hint=_VERSION_HINT)
-    for key, what, folder in (("sees_studies", "the studies folder", studies_dir), ("sees_out", "the output folder", out)):
+    for key, what, folder in (("sees_studies", "the studies in", studies_dir), ("sees_out", "the output folder", out)):
         blind = sorted(w for w, r in report.items() if not r.get(key))
         if blind:
             raise InputError("workers-cannot-see-files", f"{named(blind)} cannot see {what} {folder}",
                              hint=_FILES_HINT)
 
 
-def _connect(address: str, studies_dir: Path, out: Path):
-    """A client of the scheduler at ``address`` once it has a worker and every worker can do the work,
-    with each worker's torch threads."""
+def _connect(address: str, studies_dir: Path, out: Path, samples: list[Path]):
+    """A client of the scheduler at ``address`` once it has a worker and every worker can do the work
+    (``samples``: studies each worker must see), with each worker's torch threads."""
     from dask.distributed import Client
 
     try:
@@ -621,7 +629,7 @@ def _connect(address: str, studies_dir: Path, out: Path):
         token = os.urandom(16).hex()
         probe.write_text(token, encoding="utf-8")
         try:
-            report = client.run(_probe_worker, str(studies_dir), str(probe), token)
+            report = client.run(_probe_worker, str(studies_dir), [str(p) for p in samples], str(probe), token)
         except Exception as exc:  # noqa: BLE001 - e.g. a worker without cardiomics cannot unpickle the probe
             # Dask re-raises a worker's import error as a bare Exception whose text already names the real one
             reason = str(exc) if type(exc) is Exception else f"{type(exc).__name__}: {exc}"
@@ -638,7 +646,7 @@ def _connect(address: str, studies_dir: Path, out: Path):
     return client, threads
 
 
-def _client(workers: int, address: str | None, studies_dir: Path, out: Path):
+def _client(workers: int, address: str | None, studies_dir: Path, out: Path, samples: list[Path]):
     """A Dask client, its LocalCluster (None for a given scheduler) and the studies' torch threads:
     a given scheduler at ``address`` (tcp://…), checked, or a new LocalCluster of single-threaded processes."""
     import logging
@@ -646,7 +654,7 @@ def _client(workers: int, address: str | None, studies_dir: Path, out: Path):
     from dask.distributed import Client, LocalCluster
 
     if address:
-        client, threads = _connect(address, studies_dir, out)
+        client, threads = _connect(address, studies_dir, out, samples)
         return client, None, threads
     logging.getLogger("distributed").setLevel(logging.WARNING)
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address="127.0.0.1:0",
@@ -748,11 +756,14 @@ def run_batch(studies_dir: str | Path, out_dir: str | Path, *, workers: int = 1,
     engine = f"dask:{address}" if address else f"dask:LocalCluster({workers} worker processes, 1 task each)"
     if todo:
         salt = _deployment_salt()
+        # absolute paths: a given cluster's workers do not share the client's working directory
+        paths = {s.name: str(s.path.resolve()) for s in todo}
+        samples = [Path(paths[s.name]) for s in (todo[0], todo[len(todo) // 2], todo[-1])]
         # connected (and a given cluster checked) before the knowledge index is built: a wrong address fails fast
-        client, cluster, threads = _client(workers, address, Path(studies_dir).resolve(), out)
+        client, cluster, threads = _client(workers, address, Path(studies_dir).resolve(), out, samples)
         try:
             _warm_shared_stores()
-            futures = {client.submit(analyse_study, s.name, str(s.path), str(out), salt, torch_threads=threads,
+            futures = {client.submit(analyse_study, s.name, paths[s.name], str(out), salt, torch_threads=threads,
                                      keep_artifacts=keep_artifacts, covariates=per_study.get(s.name), client_version=__version__,
                                      key=f"study-{s.name}-{os.urandom(4).hex()}", pure=False): s
                        for s in todo}

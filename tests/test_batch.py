@@ -13,7 +13,7 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,7 @@ from cardiomics.batch import (
     REPORT_JSON,
     SUMMARY,
     TABLE,
+    BatchSummary,
     covariates_sha256,
     discover,
     run_batch,
@@ -52,9 +53,9 @@ def _env(tmp: Path, knowledge: Path) -> dict:
             "CARDIOMICS_KNOWLEDGE_DIR": str(knowledge), "COLUMNS": "200"}
 
 
-def _batch(cohort: Path, out: Path, env: dict, workers: int = 1, *extra: str) -> subprocess.CompletedProcess:
+def _batch(cohort: Path, out: Path, env: dict, workers: int = 1, *extra: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cardiomics.cli", "batch", str(cohort), "--out", str(out), "--workers", str(workers),
-                           *extra], capture_output=True, text=True, env=env, timeout=600, check=False)
+                           *extra], capture_output=True, text=True, env=env, timeout=600, check=False, cwd=cwd)
 
 
 def _manifests(out: Path) -> dict[str, dict]:
@@ -342,7 +343,7 @@ def test_worker_checks_name_what_is_wrong(tmp_path):
     check_workers({"tcp://a:1": ok, "tcp://b:1": ok}, studies, out)
     cases = [
         ({"version": "0.0.1"}, "worker-version-mismatch", ["1 of 2 workers", "tcp://b:1", "0.0.1", __version__]),
-        ({"sees_studies": False}, "workers-cannot-see-files", ["1 of 2 workers", "tcp://b:1", "studies folder", str(studies)]),
+        ({"sees_studies": False}, "workers-cannot-see-files", ["1 of 2 workers", "tcp://b:1", "the studies in", str(studies)]),
         ({"sees_out": False}, "workers-cannot-see-files", ["output folder", str(out)]),
     ]
     for change, code, words in cases:
@@ -353,8 +354,9 @@ def test_worker_checks_name_what_is_wrong(tmp_path):
             assert w in exc.value.message, (w, exc.value.message)
 
 
-def _start(args: list[str], env: dict, log: Path, *, flags: tuple[str, ...] = (), cwd: Path | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, *flags, "-m", *args], stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
+def _start(args: list[str], env: dict, log: Path, *, flags: tuple[str, ...] = (), cwd: Path | None = None,
+           prefix: tuple[str, ...] = ()) -> subprocess.Popen:
+    return subprocess.Popen([*prefix, sys.executable, *flags, "-m", *args], stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
                             start_new_session=True, cwd=cwd)
 
 
@@ -406,7 +408,7 @@ def _cardiomics_env(tmp_path: Path, knowledge_dir: Path, monkeypatch) -> dict:
 
 
 def _worker(address: str, env: dict, log: Path, **how) -> subprocess.Popen:
-    """One single-task `dask worker` process (``how``: flags, cwd) for the scheduler at ``address``."""
+    """One single-task `dask worker` process (``how``: flags, cwd, prefix) for the scheduler at ``address``."""
     return _start(["distributed.cli.dask_worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard"], env, log, **how)
 
 
@@ -432,8 +434,35 @@ def _other_version(env: dict, tmp_path: Path) -> tuple[dict, dict]:
     return {**env, "PYTHONPATH": str(other)}, {"cwd": tmp_path}
 
 
+def _hide(folder: Path) -> list[str]:
+    """A command prefix that runs a process in its own mount namespace with an empty file system over ``folder``:
+    the process sees an empty folder at the same path, as a worker on a machine without the share would."""
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", 'mount -t tmpfs hidden "$1" && shift && exec "$@"', "sh", str(folder)]
+
+
+@pytest.fixture(scope="module")
+def mount_namespaces(tmp_path_factory) -> None:
+    """A worker on another file system needs a mount namespace of its own (root or CAP_SYS_ADMIN)."""
+    folder = tmp_path_factory.mktemp("hidden")
+    (folder / "seen").touch()
+    try:
+        res = subprocess.run([*_hide(folder), "ls", "-A", str(folder)], capture_output=True, text=True, timeout=30, check=False)
+    except OSError as exc:
+        pytest.skip(f"cannot start a process in its own mount namespace: {exc}")
+    if res.returncode != 0 or res.stdout.strip():
+        pytest.skip(f"cannot start a process in its own mount namespace (needs root or CAP_SYS_ADMIN): {res.stderr.strip()[:200]}")
+    assert (folder / "seen").exists()  # hidden from that process only
+
+
+def _other_file_system(folder: Path) -> Callable[[dict, Path], tuple[dict, dict]]:
+    """A worker environment like this one, on a machine where ``folder`` is an empty folder."""
+    def how(env: dict, tmp_path: Path) -> tuple[dict, dict]:
+        return env, {"prefix": tuple(_hide(folder))}
+    return how
+
+
 def _refusal_with_one_worker(address: str, cohort: Path, out: Path, env: dict, log: Path, **how) -> InputError:
-    """Start one worker (``how``: flags, cwd), let `run_batch` meet it, stop it; the refusal, once nothing was written."""
+    """Start one worker (``how``: flags, cwd, prefix), let `run_batch` meet it, stop it; the refusal, once nothing was written."""
     worker = _worker(address, env, log, **how)
     try:
         _wait_for_workers(address, 1, worker, log)
@@ -465,6 +494,43 @@ def test_existing_scheduler_refuses_workers_that_cannot_run_this_cardiomics(pair
             assert word in err.message, (word, err.message)
 
 
+def _late_join(address: str, cohort: Path, out: Path, env: dict, tmp_path: Path, label: str,
+               unfit: Callable[[dict, Path], tuple[dict, dict]], monkeypatch) -> tuple[BatchSummary, list[subprocess.Popen]]:
+    """`run_batch` on a cluster that passes its checks with a good worker; then, before any study is submitted,
+    an ``unfit`` worker joins and the good one leaves. The summary, and the two workers (stopped)."""
+    from cardiomics import batch
+
+    warm = batch._warm_shared_stores
+    late_env, how = unfit(env, tmp_path)
+    good = _worker(address, env, tmp_path / f"good-{label}.log")
+    workers = [good]
+
+    def swap() -> None:
+        # called by run_batch after the cluster passed its checks and before the studies are submitted
+        workers.append(_worker(address, late_env, tmp_path / f"late-{label}.log", **how))
+        _wait_for_workers(address, 2, workers[-1], tmp_path / f"late-{label}.log")
+        _stop(good)
+        _wait_for_workers(address, 1)
+        warm()
+
+    monkeypatch.setattr(batch, "_warm_shared_stores", swap)
+    try:
+        _wait_for_workers(address, 1, good, tmp_path / f"good-{label}.log")
+        summary = run_batch(cohort, out, address=address)
+    finally:
+        for w in workers:
+            _stop(w)
+        monkeypatch.setattr(batch, "_warm_shared_stores", warm)
+    _wait_for_workers(address, 0)
+    assert len(workers) == 2, "the late worker never joined"
+    # every study failed with a typed error, nothing was written by the unfit worker, and the batch still ended
+    assert (summary.done, summary.failed) == (0, 2), summary.model_dump()
+    assert all(f.error["hint"] for f in summary.failures)
+    assert json.loads((out / SUMMARY).read_text())["failed"] == 2
+    assert not any((out / "studies").iterdir())
+    return summary, workers
+
+
 def test_workers_that_join_after_the_checks_fail_their_studies_not_the_batch(pair, knowledge_dir, tmp_path, monkeypatch):
     """The checks pass with a good worker; then, before any study is submitted, a worker with another version (or
     without cardiomics) joins and the good one leaves. Every study fails with a code that names the cause, none is
@@ -476,44 +542,43 @@ def test_workers_that_join_after_the_checks_fail_their_studies_not_the_batch(pai
 
     env = _cardiomics_env(tmp_path, knowledge_dir, monkeypatch)
     monkeypatch.setattr(batch, "WORKERS_TIMEOUT_S", 3.0)
-    warm = batch._warm_shared_stores
     with _scheduler(tmp_path, env) as address:
-        for label, unfit, code in (("other", _other_version, "worker-version-mismatch"),
-                                   ("without", _without_cardiomics, "no-workers")):
-            late_env, how = unfit(env, tmp_path)
-            good = _worker(address, env, tmp_path / f"good-{label}.log")
-            workers = [good]
+        summary, workers = _late_join(address, pair, tmp_path / "out-late-other", env, tmp_path, "other", _other_version, monkeypatch)
+        assert {f.error["code"] for f in summary.failures} == {"worker-version-mismatch"}, [f.error for f in summary.failures]
+        assert {f.worker.rsplit(":", 1)[1] for f in summary.failures} == {str(workers[1].pid)}
+        assert "0.0.9" in summary.failures[0].error["message"]
 
-            def swap(label=label, late_env=late_env, how=how, good=good, workers=workers):
-                # called by run_batch after the cluster passed its checks and before the studies are submitted
-                workers.append(_worker(address, late_env, tmp_path / f"late-{label}.log", **how))
-                _wait_for_workers(address, 2, workers[-1], tmp_path / f"late-{label}.log")
-                _stop(good)
-                _wait_for_workers(address, 1)
-                warm()
+        summary, _ = _late_join(address, pair, tmp_path / "out-late-without", env, tmp_path, "without", _without_cardiomics, monkeypatch)
+        assert {f.error["code"] for f in summary.failures} == {"no-workers"}, [f.error for f in summary.failures]
+        assert address in summary.failures[0].error["message"] and "3 s" in summary.failures[0].error["message"]
+        assert "No module named 'cardiomics'" in (tmp_path / "late-without.log").read_text()
 
-            monkeypatch.setattr(batch, "_warm_shared_stores", swap)
-            try:
-                _wait_for_workers(address, 1, good, tmp_path / f"good-{label}.log")
-                out = tmp_path / f"out-late-{label}"
-                summary = run_batch(pair, out, address=address)
-            finally:
-                for w in workers:
-                    _stop(w)
-            _wait_for_workers(address, 0)
-            assert len(workers) == 2, "the late worker never joined"
-            assert (summary.done, summary.failed) == (0, 2), summary.model_dump()
-            assert {f.error["code"] for f in summary.failures} == {code}, [f.error for f in summary.failures]
-            assert all(f.error["hint"] for f in summary.failures)
-            assert json.loads((out / SUMMARY).read_text())["failed"] == 2
-            # refused before anything was written: no study folder was created
-            assert not any((out / "studies").iterdir())
-            if code == "worker-version-mismatch":
-                assert {f.worker.rsplit(":", 1)[1] for f in summary.failures} == {str(workers[1].pid)}
-                assert "0.0.9" in summary.failures[0].error["message"]
-            else:
-                assert address in summary.failures[0].error["message"] and "3 s" in summary.failures[0].error["message"]
-                assert "No module named 'cardiomics'" in (tmp_path / f"late-{label}.log").read_text()
+
+def test_workers_on_another_file_system_are_refused_or_fail_their_studies(pair, knowledge_dir, tmp_path, monkeypatch, mount_namespaces):
+    """Real workers that see an empty folder where the studies (or the output) are, as on a machine without the
+    share: at the start they are refused, naming the folder; joining after the checks, each study fails with
+    ``not-found`` naming its path, before its folder is written, and the batch ends with its summary."""
+    env = _cardiomics_env(tmp_path, knowledge_dir, monkeypatch)
+    with _scheduler(tmp_path, env) as address:
+        worker_env, how = _other_file_system(pair)(env, tmp_path)
+        # the folder is there on that worker, only empty: the probe looks for studies in it, not just the folder
+        err = _refusal_with_one_worker(address, pair, tmp_path / "out-no-studies", worker_env, tmp_path / "worker-no-studies.log", **how)
+        assert err.code == "workers-cannot-see-files", err.to_dict()
+        assert f"cannot see the studies in {pair}" in err.message and "mounts at the same path" in err.hint
+
+        out = tmp_path / "out-no-out"
+        out.mkdir()  # the worker's empty file system is mounted over it
+        worker_env, how = _other_file_system(out)(env, tmp_path)
+        err = _refusal_with_one_worker(address, pair, out, worker_env, tmp_path / "worker-no-out.log", **how)
+        assert err.code == "workers-cannot-see-files", err.to_dict()
+        assert f"cannot see the output folder {out}" in err.message
+
+        summary, workers = _late_join(address, pair, tmp_path / "out-late-blind", env, tmp_path, "blind", _other_file_system(pair),
+                                      monkeypatch)
+        assert {f.error["code"] for f in summary.failures} == {"not-found"}, [f.error for f in summary.failures]
+        assert {f.worker.rsplit(":", 1)[1] for f in summary.failures} == {str(workers[1].pid)}
+        for f in summary.failures:
+            assert f"cannot see the study {pair / f.study}, which was there when the batch started" in f.error["message"], f.error
 
 
 def test_existing_scheduler_runs_the_batch_on_its_own_workers(pair, knowledge_dir, tmp_path, monkeypatch):
@@ -538,7 +603,8 @@ def test_existing_scheduler_runs_the_batch_on_its_own_workers(pair, knowledge_di
         worker = _start(["distributed.cli.dask_worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard",
                          "--local-directory", str(tmp_path / "dask-worker")], env, tmp_path / "worker.log")
         out = tmp_path / "out"
-        res = _batch(pair, out, env, 1, "--address", address)
+        # a relative studies folder, from a working directory the worker does not share
+        res = _batch(Path(pair.name), out, env, 1, "--address", address, cwd=pair.parent)
         assert res.returncode == 0, res.stdout + res.stderr + (tmp_path / "worker.log").read_text()[-3000:]
         summary = json.loads((out / SUMMARY).read_text())
         assert (summary["done"], summary["skipped"], summary["failed"]) == (2, 0, 0)
