@@ -106,8 +106,9 @@ def _is_nifti(p: Path) -> bool:
 
 
 def discover(studies_dir: str | Path) -> list[Study]:
-    """Each visible subfolder is a study (a DICOM series, or NIfTI frames); so is a NIfTI file at the top."""
-    root = Path(studies_dir)
+    """Each visible subfolder is a study (a DICOM series, or NIfTI frames); so is a NIfTI file at the top.
+    Paths are absolute: the workers of a given cluster do not share this process's working directory."""
+    root = Path(studies_dir).resolve()
     if not root.is_dir():
         raise InputError("not-found", f"{root} is not a folder", hint="pass a folder whose subfolders are studies")
     studies = []
@@ -564,9 +565,9 @@ def check_address(address: str) -> None:
         raise InputError("bad-address", f"--address {address!r} is not a Dask scheduler address: {exc}", hint=_ADDRESS_HINT) from None
 
 
-def _probe_worker(studies_dir: str, samples: list[str], probe: str, token: str, dask_worker) -> dict[str, Any]:
+def _probe_worker(samples: list[str], probe: str, token: str, dask_worker) -> dict[str, Any]:
     """Runs on each worker of a given scheduler: its cardiomics version, whether it sees the studies
-    (the folder and a few of the studies in it: an empty folder at the same path is not enough) and the
+    (a few of them: an empty folder at the same path is not enough) and the
     output folder at the paths the client uses (a file the client just wrote, with its content), and its
     machine, cores and task threads."""
     from dask.system import CPU_COUNT
@@ -575,8 +576,7 @@ def _probe_worker(studies_dir: str, samples: list[str], probe: str, token: str, 
         sees_out = Path(probe).read_text(encoding="utf-8") == token
     except OSError:
         sees_out = False
-    sees_studies = Path(studies_dir).is_dir() and all(Path(p).exists() for p in samples)
-    return {"version": __version__, "sees_studies": sees_studies, "sees_out": sees_out,
+    return {"version": __version__, "sees_studies": all(Path(p).exists() for p in samples), "sees_out": sees_out,
             "host": socket.gethostname(), "cores": CPU_COUNT, "nthreads": dask_worker.state.nthreads}
 
 
@@ -609,7 +609,7 @@ def check_workers(report: Mapping[str, Mapping[str, Any]], studies_dir: Path, ou
                              hint=_FILES_HINT)
 
 
-def _connect(address: str, studies_dir: Path, out: Path, samples: list[Path]):
+def _connect(address: str, studies_dir: Path, out: Path, samples: list[str]):
     """A client of the scheduler at ``address`` once it has a worker and every worker can do the work
     (``samples``: studies each worker must see), with each worker's torch threads."""
     from dask.distributed import Client
@@ -629,7 +629,7 @@ def _connect(address: str, studies_dir: Path, out: Path, samples: list[Path]):
         token = os.urandom(16).hex()
         probe.write_text(token, encoding="utf-8")
         try:
-            report = client.run(_probe_worker, str(studies_dir), [str(p) for p in samples], str(probe), token)
+            report = client.run(_probe_worker, samples, str(probe), token)
         except Exception as exc:  # noqa: BLE001 - e.g. a worker without cardiomics cannot unpickle the probe
             # Dask re-raises a worker's import error as a bare Exception whose text already names the real one
             reason = str(exc) if type(exc) is Exception else f"{type(exc).__name__}: {exc}"
@@ -646,7 +646,7 @@ def _connect(address: str, studies_dir: Path, out: Path, samples: list[Path]):
     return client, threads
 
 
-def _client(workers: int, address: str | None, studies_dir: Path, out: Path, samples: list[Path]):
+def _client(workers: int, address: str | None, studies_dir: Path, out: Path, samples: list[str]):
     """A Dask client, its LocalCluster (None for a given scheduler) and the studies' torch threads:
     a given scheduler at ``address`` (tcp://…), checked, or a new LocalCluster of single-threaded processes."""
     import logging
@@ -756,14 +756,12 @@ def run_batch(studies_dir: str | Path, out_dir: str | Path, *, workers: int = 1,
     engine = f"dask:{address}" if address else f"dask:LocalCluster({workers} worker processes, 1 task each)"
     if todo:
         salt = _deployment_salt()
-        # absolute paths: a given cluster's workers do not share the client's working directory
-        paths = {s.name: str(s.path.resolve()) for s in todo}
-        samples = [Path(paths[s.name]) for s in (todo[0], todo[len(todo) // 2], todo[-1])]
+        samples = [str(s.path) for s in (todo[0], todo[len(todo) // 2], todo[-1])]
         # connected (and a given cluster checked) before the knowledge index is built: a wrong address fails fast
         client, cluster, threads = _client(workers, address, Path(studies_dir).resolve(), out, samples)
         try:
             _warm_shared_stores()
-            futures = {client.submit(analyse_study, s.name, paths[s.name], str(out), salt, torch_threads=threads,
+            futures = {client.submit(analyse_study, s.name, str(s.path), str(out), salt, torch_threads=threads,
                                      keep_artifacts=keep_artifacts, covariates=per_study.get(s.name), client_version=__version__,
                                      key=f"study-{s.name}-{os.urandom(4).hex()}", pure=False): s
                        for s in todo}

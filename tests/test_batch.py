@@ -434,10 +434,10 @@ def _other_version(env: dict, tmp_path: Path) -> tuple[dict, dict]:
     return {**env, "PYTHONPATH": str(other)}, {"cwd": tmp_path}
 
 
-def _hide(folder: Path) -> list[str]:
+def _hide(folder: Path) -> tuple[str, ...]:
     """A command prefix that runs a process in its own mount namespace with an empty file system over ``folder``:
     the process sees an empty folder at the same path, as a worker on a machine without the share would."""
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", 'mount -t tmpfs hidden "$1" && shift && exec "$@"', "sh", str(folder)]
+    return ("unshare", "--mount", "--propagation", "private", "sh", "-c", 'mount -t tmpfs hidden "$1" && shift && exec "$@"', "sh", str(folder))
 
 
 @pytest.fixture(scope="module")
@@ -457,7 +457,7 @@ def mount_namespaces(tmp_path_factory) -> None:
 def _other_file_system(folder: Path) -> Callable[[dict, Path], tuple[dict, dict]]:
     """A worker environment like this one, on a machine where ``folder`` is an empty folder."""
     def how(env: dict, tmp_path: Path) -> tuple[dict, dict]:
-        return env, {"prefix": tuple(_hide(folder))}
+        return env, {"prefix": _hide(folder)}
     return how
 
 
