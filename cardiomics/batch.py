@@ -13,7 +13,8 @@ paths (and each study checks its own worker again, for workers that join later).
 a study that fails is recorded and the batch goes on; a cluster left with no worker fails the studies
 still waiting rather than waiting forever. Outputs are
 written atomically with a manifest of hashes last, so a batch killed midway is resumed by running
-it again: studies whose outputs verify are skipped.
+it again: studies whose outputs verify, analysed by this cardiomics version from the input as it is now
+(a fingerprint of the study's file names, sizes and times), are skipped.
 
 Per-study height, weight and sex come from an optional covariates CSV (``study`` plus any of
 ``height_cm``, ``weight_kg``, ``sex``), validated whole before any study runs. They reach
@@ -23,8 +24,9 @@ analysed again (a rerun without one resumes and keeps what finished studies were
 
 Layout of ``OUT``::
 
-    phenotypes.parquet            one row per analysed study (all studies done so far)
-    batch_summary.json            counts, throughput, failures of the last invocation
+    phenotypes.parquet            one row per study of the studies folder that is done
+    batch_summary.json            status (running, finished, interrupted), counts, throughput, failures of the last invocation
+    .batch.lock                   held by the batch writing here (one at a time)
     studies/<name>/phenotypes.json, report_draft.json, report_draft.html, audit/<run_id>.jsonl, manifest.json
 """
 
@@ -40,6 +42,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,6 +62,7 @@ REPORT_JSON = "report_draft.json"
 REPORT_HTML = "report_draft.html"
 TABLE = "phenotypes.parquet"
 SUMMARY = "batch_summary.json"
+LOCK = ".batch.lock"
 APPROVALS_NOTE = "not given: batch mode runs without the QC approval and sign-off checkpoints; reports stay drafts"
 _NIFTI = (".nii", ".nii.gz")
 COVARIATES = ("height_cm", "weight_kg", "sex")
@@ -80,6 +84,8 @@ class StudyOutcome(BaseModel):
 
 
 class BatchSummary(BaseModel):
+    status: Literal["running", "finished", "interrupted"] = Field(
+        "finished", description="running while the batch runs (or if it was killed); interrupted after Ctrl-C")
     studies_dir: str
     out_dir: str
     engine: str
@@ -90,6 +96,8 @@ class BatchSummary(BaseModel):
     done: int
     skipped: int
     failed: int
+    analysed_again: dict[str, int] = Field(default_factory=dict, description="Studies with earlier outputs analysed again, by reason "
+                                           "(input changed, another cardiomics version, other covariates, outputs altered…).")
     studies_per_min: float | None = Field(description="Analysed (not skipped) studies per minute of wall time.")
     approvals: str = APPROVALS_NOTE
     table: str | None
@@ -105,26 +113,76 @@ def _is_nifti(p: Path) -> bool:
     return p.is_file() and p.name.lower().endswith(_NIFTI)
 
 
-def discover(studies_dir: str | Path) -> list[Study]:
+def _nifti_stem(p: Path) -> str:
+    lower = p.name.lower()
+    return next(p.name[: -len(ext)] for ext in (".nii.gz", ".nii") if lower.endswith(ext))
+
+
+def _folder_study(folder: Path) -> Path:
+    """A folder holding one NIfTI volume (and nothing else of note) is that volume; otherwise the folder is the study."""
+    try:
+        entries = list(folder.iterdir())
+    except OSError:  # unreadable: the study is still tried, and fails with the loader's own error
+        return folder
+    niftis = [q for q in entries if _is_nifti(q)]
+    return niftis[0] if len(niftis) == 1 and not any(q.is_dir() for q in entries) else folder
+
+
+def discover(studies_dir: str | Path, *, exclude: str | Path | None = None) -> list[Study]:
     """Each visible subfolder is a study (a DICOM series, or NIfTI frames); so is a NIfTI file at the top.
-    Paths are absolute: the workers of a given cluster do not share this process's working directory."""
+    Paths are absolute: the workers of a given cluster do not share this process's working directory.
+
+    ``exclude`` (the output folder) is never a study, so ``--out`` may live inside the studies folder.
+    Two entries that would share a study name (``a/`` and ``a.nii.gz``) are refused: their outputs would
+    overwrite each other."""
     root = Path(studies_dir).resolve()
     if not root.is_dir():
         raise InputError("not-found", f"{root} is not a folder", hint="pass a folder whose subfolders are studies")
-    studies = []
+    skip = Path(exclude).resolve() if exclude is not None else None
+    studies: list[Study] = []
+    seen: dict[str, Path] = {}
     for p in sorted(root.iterdir()):
-        if p.name.startswith((".", "_")):
+        if p.name.startswith((".", "_")) or (skip is not None and p.resolve() == skip):
             continue
         if p.is_dir():
-            niftis = sorted(q for q in p.iterdir() if _is_nifti(q))
-            # a folder holding one NIfTI volume (and nothing else of note) is that volume
-            studies.append(Study(p.name, niftis[0] if len(niftis) == 1 and not any(q.is_dir() for q in p.iterdir()) else p))
+            study = Study(p.name, _folder_study(p))
         elif _is_nifti(p):
-            studies.append(Study(p.name.split(".nii")[0], p))
+            study = Study(_nifti_stem(p), p)
+        else:
+            continue
+        if study.name in seen:
+            raise InputError("duplicate-study-names", f"{seen[study.name].name} and {p.name} in {root} would both be study {study.name!r}",
+                             hint="rename or move one of them: each study's outputs are kept under its name")
+        seen[study.name] = p
+        studies.append(study)
     if not studies:
         raise InputError("no-studies", f"no study folders or NIfTI files in {root}",
                          hint="each subfolder should hold one DICOM cine series (or NIfTI)")
     return studies
+
+
+def input_fingerprint(path: str | Path) -> str:
+    """What a study's input is on disk: each file's name (relative to the study), size and modification
+    time. Metadata only, so checking a cohort on resume reads no image; a study re-exported, edited, or
+    with files added or removed since it was analysed no longer matches. A copy that does not keep
+    modification times (``cp -r`` rather than ``cp -a`` or ``rsync -a``) matches none."""
+    from cardiomics.hashing import sha256_json
+
+    p = Path(path)
+    files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+    entries = []
+    for f in files:
+        st = f.stat()
+        entries.append([f.relative_to(p).as_posix() if f != p else p.name, st.st_size, st.st_mtime_ns])
+    return sha256_json(entries)
+
+
+def salt_id(salt: bytes) -> str:
+    """A short public name of a study-key salt (a hash: it reveals nothing of the salt), so outputs keyed
+    with another salt are recognised."""
+    import hashlib
+
+    return hashlib.sha256(b"cardiomics-salt-id|" + salt).hexdigest()[:16]
 
 
 def _sha256(path: Path) -> str:
@@ -133,24 +191,39 @@ def _sha256(path: Path) -> str:
     return sha256_file(path)
 
 
-def verify_study(study_out: Path, covariates_digest: str | None = None) -> bool:
-    """True when the manifest exists, every file it lists has its recorded hash and the audit chain verifies.
+def study_status(study_out: Path, covariates_digest: str | None = None, source: str | Path | None = None) -> str | None:
+    """None when the study is done, else why it must be analysed (again).
 
-    With ``covariates_digest``, the study must also have been analysed with those covariates; a manifest
-    from before covariates were recorded counts as analysed with none."""
+    Done means: the manifest exists, was written by this cardiomics version, every file it lists has its
+    recorded hash and the audit chain verifies. With ``source``, the study's input must also be what it
+    was when analysed (``input_fingerprint``); with ``covariates_digest``, the study must have been
+    analysed with those covariates (a manifest from before covariates were recorded counts as analysed with none)."""
     from cardiomics.audit import verify_file
 
     try:
         manifest = json.loads((study_out / MANIFEST).read_text())
+    except FileNotFoundError:
+        return "not analysed"
+    except (OSError, ValueError):
+        return "manifest unreadable"
+    try:
+        if manifest.get("cardiomics_version") != __version__:
+            return f"analysed by cardiomics {manifest.get('cardiomics_version', 'of unknown version')}"
         if covariates_digest is not None and manifest.get("covariates_sha256", covariates_sha256(None)) != covariates_digest:
-            log.info("study analysed with other covariates: analysing it again", study=study_out.name)
-            return False
+            return "analysed with other covariates"
+        if source is not None and manifest.get("input_fingerprint") != input_fingerprint(source):
+            return "input changed since it was analysed"
         for rel, digest in manifest["files"].items():
             if _sha256(study_out / rel) != digest:
-                return False
-        return verify_file(study_out / manifest["audit"]).ok
+                return "outputs altered"
+        return None if verify_file(study_out / manifest["audit"]).ok else "audit trail does not verify"
     except Exception:  # noqa: BLE001 - missing, unreadable or malformed outputs do not verify
-        return False
+        return "outputs incomplete"
+
+
+def verify_study(study_out: Path, covariates_digest: str | None = None, source: str | Path | None = None) -> bool:
+    """True when the study's outputs are complete and current (see ``study_status``)."""
+    return study_status(study_out, covariates_digest, source) is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,7 +372,8 @@ def phenotype_row(study: str, run_id: str, results: dict[str, Any], covariates: 
     """The flat row of one study: the covariates it was indexed with, global function, AHA segment thickness and QC verdicts."""
     load, func = results["load_study"], results["cardiac_function"]
     row: dict[str, Any] = {"study": study, "run_id": run_id, "study_key": load["study_key"], "n_frames": load["n_frames"],
-                           "n_slices": load["n_slices"], "ed_frame": func["ed_frame"], "es_frame": func["es_frame"]}
+                           "n_slices": load["n_slices"], "ed_frame": func["ed_frame"], "es_frame": func["es_frame"],
+                           "rv_ed_frame": func.get("rv_ed_frame"), "rv_es_frame": func.get("rv_es_frame")}
     row.update({c: (covariates or {}).get(c) for c in COVARIATES})  # every row has the columns; None is unknown
     row["bsa_m2"] = func.get("bsa_m2")
     for key, value in func.items():
@@ -420,6 +494,8 @@ def analyse_study(name: str, path: str, out_dir: str, salt: bytes, *, torch_thre
     audit = AuditTrail(study_out / "audit", run_id)
     work = Path(tempfile.mkdtemp(prefix=f"cardiomics-batch-{name[:40]}-")) if not keep_artifacts else study_out / "artifacts"
     try:
+        # before reading it: a study changed while it is analysed does not match its manifest afterwards
+        fingerprint = input_fingerprint(path)
         store = ArtifactStore(work)
         salt_path = store.root / ".salt"
         if not salt_path.exists():  # one salt for the cohort: study keys are stable across workers and reruns
@@ -433,7 +509,8 @@ def analyse_study(name: str, path: str, out_dir: str, salt: bytes, *, torch_thre
         audit.append("run_finished", "system", status="draft", approvals="not-given", once_key="finished")
         files = {rel: _sha256(study_out / rel) for rel in (PHENOTYPES, REPORT_JSON, REPORT_HTML)}
         manifest = {"study": name, "run_id": run_id, "audit": f"audit/{run_id}.jsonl", "files": files,
-                    "covariates_sha256": covariates_sha256(covariates),
+                    "covariates_sha256": covariates_sha256(covariates), "cardiomics_version": __version__,
+                    "source": str(path), "input_fingerprint": fingerprint, "salt_id": salt_id(salt),
                     "finished_at": datetime.now(UTC).isoformat(timespec="seconds"), "approvals": APPROVALS_NOTE,
                     "worker": worker}  # host:pid, so a cluster's odd results can be traced to the machine that made them
         _write_atomic(study_out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))  # last: marks the study done
@@ -447,6 +524,8 @@ def analyse_study(name: str, path: str, out_dir: str, salt: bytes, *, torch_thre
     finally:
         if not keep_artifacts:
             shutil.rmtree(work, ignore_errors=True)
+        else:  # the kept artefacts sit in OUT beside the study keys: the salt that makes the keys must not
+            (work / ".salt").unlink(missing_ok=True)
     audit.append("run_failed", "system", code=error["code"], error=error["error"], once_key="failed")
     return StudyOutcome(study=name, status="failed", run_id=run_id, seconds=round(time.perf_counter() - started, 3),
                         worker=worker, error=error).model_dump()
@@ -503,16 +582,19 @@ def _protocol(run_id: str, path: str, ctx, audit, study_out: Path, patient: Cova
 # the cohort
 
 
-def write_table(out_dir: str | Path) -> Path | None:
-    """Collect every verified study's phenotype row into one Parquet table (written atomically)."""
+def write_table(out_dir: str | Path, studies: Iterable[str]) -> Path | None:
+    """The phenotype rows of ``studies`` (those whose outputs verify) as one Parquet table, written atomically.
+    Only the cohort's studies: a folder under ``OUT/studies`` whose study has left the studies folder
+    keeps its files but not its row. With no row, an earlier table is removed (it would describe another cohort)."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     out = Path(out_dir)
-    rows = [json.loads((d / PHENOTYPES).read_text()) for d in sorted((out / "studies").glob("*"))
-            if (d / MANIFEST).exists() and verify_study(d)]
+    rows = [json.loads((out / "studies" / name / PHENOTYPES).read_text()) for name in sorted(studies)
+            if verify_study(out / "studies" / name)]
     if not rows:
+        (out / TABLE).unlink(missing_ok=True)
         return None
     frame = pd.DataFrame(rows)
     first = [c for c in ("study", "run_id", "study_key") if c in frame.columns]
@@ -720,74 +802,153 @@ def _collect(client, futures: Mapping[Any, Study], record: Callable[[StudyOutcom
             time.sleep(0.2)
 
 
+@contextmanager
+def _only_batch(out: Path):
+    """Hold ``OUT/.batch.lock`` while a batch writes to ``out``: two batches on one folder would analyse
+    the same studies at once and overwrite each other's outputs."""
+    import fcntl
+
+    with open(out / LOCK, "a+", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "another process"
+            raise InputError("batch-already-running", f"another cardiomics batch ({holder}) is writing to {out}",
+                             hint="wait for it to finish (or stop it), then run this one: it skips what the other finished") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {socket.gethostname()}, since {datetime.now(UTC).isoformat(timespec='seconds')}")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.seek(0)
+            fh.truncate()
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _check_salt(out: Path, studies: Iterable[Study], salt: bytes) -> None:
+    """Refuse to add studies keyed with this salt to outputs keyed with another: the table's study keys
+    would not be comparable. The salt is the deployment's (``CARDIOMICS_HOME``)."""
+    mine = salt_id(salt)
+    for s in studies:
+        try:
+            theirs = json.loads((out / "studies" / s.name / MANIFEST).read_text()).get("salt_id")
+        except (OSError, ValueError):
+            continue
+        if theirs not in (None, mine):
+            raise InputError("other-salt", f"study {s.name} in {out} was keyed with another study-key salt than this deployment's",
+                             hint="run the batch with the CARDIOMICS_HOME of the earlier run (the default is ./.cardiomics, "
+                                  "so run it from the same folder), or write to a new --out")
+
+
 def run_batch(studies_dir: str | Path, out_dir: str | Path, *, workers: int = 1, address: str | None = None,
               on_result: Event | None = None, keep_artifacts: bool = False, covariates: str | Path | None = None,
               on_plan: Callable[[list[Study], dict[str, Covariates]], None] | None = None) -> BatchSummary:
-    """Analyse every study not already done (with the same covariates, when a CSV is given); collect failures; write the Parquet table and the summary.
+    """Analyse every study not already done (with the same input, cardiomics version and, when a CSV is
+    given, covariates); collect failures; write the Parquet table and the summary.
 
     ``covariates`` is a CSV of per-study height_cm, weight_kg and sex (see ``load_covariates``); it is
     validated before anything is written or started. ``on_plan`` is called once the studies are found
-    and the covariates validated, before anything is written."""
+    and the covariates validated, before anything is written. The summary says ``running`` while the
+    batch runs; interrupted (Ctrl-C), it says ``interrupted`` with what finished, the table holds the
+    studies done so far, and ``KeyboardInterrupt`` is raised again."""
     if workers < 1:
         raise InputError("bad-workers", f"--workers must be at least 1, got {workers}")
     if address:
         check_address(address)
-    studies = discover(studies_dir)
+    out = Path(out_dir).resolve()
+    studies = discover(studies_dir, exclude=out)
     per_study = load_covariates(covariates, [s.name for s in studies]) if covariates is not None else {}
     if on_plan:
         on_plan(studies, per_study)
-    out = Path(out_dir).resolve()
     (out / "studies").mkdir(parents=True, exist_ok=True)
+    with _only_batch(out):
+        return _run_locked(studies, per_study, studies_dir, out, workers=workers, address=address, on_result=on_result,
+                           keep_artifacts=keep_artifacts, covariates=covariates)
+
+
+def _run_locked(studies: list[Study], per_study: dict[str, Covariates], studies_dir: str | Path, out: Path, *, workers: int,
+                address: str | None, on_result: Event | None, keep_artifacts: bool, covariates: str | Path | None) -> BatchSummary:
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     t0 = time.perf_counter()
     outcomes: list[StudyOutcome] = []
     todo: list[Study] = []
+    again: dict[str, int] = {}
+    salt = _deployment_salt()
+    _check_salt(out, studies, salt)
     for s in studies:
         # without --covariates a rerun resumes: finished studies keep the covariates they were analysed with
         wanted = covariates_sha256(per_study.get(s.name)) if covariates is not None else None
-        if verify_study(out / "studies" / s.name, wanted):
+        why = study_status(out / "studies" / s.name, wanted, s.path)
+        if why is None:
             outcomes.append(StudyOutcome(study=s.name, status="skipped"))
-        else:
-            todo.append(s)
+            continue
+        todo.append(s)
+        if why != "not analysed":
+            log.info("analysing a study again", study=s.name, reason=why)
+            again[why] = again.get(why, 0) + 1
     total = len(studies)
     for o in outcomes:
         if on_result:
             on_result(o, len(outcomes), total)
     engine = f"dask:{address}" if address else f"dask:LocalCluster({workers} worker processes, 1 task each)"
-    if todo:
-        salt = _deployment_salt()
-        samples = [str(s.path) for s in (todo[0], todo[len(todo) // 2], todo[-1])]
-        # connected (and a given cluster checked) before the knowledge index is built: a wrong address fails fast
-        client, cluster, threads = _client(workers, address, Path(studies_dir).resolve(), out, samples)
-        try:
-            _warm_shared_stores()
-            futures = {client.submit(analyse_study, s.name, str(s.path), str(out), salt, torch_threads=threads,
-                                     keep_artifacts=keep_artifacts, covariates=per_study.get(s.name), client_version=__version__,
-                                     key=f"study-{s.name}-{os.urandom(4).hex()}", pure=False): s
-                       for s in todo}
 
-            def record(outcome: StudyOutcome) -> None:
-                outcomes.append(outcome)
-                if on_result:
-                    on_result(outcome, len(outcomes), total)
+    def summary(status: str) -> BatchSummary:
+        wall = time.perf_counter() - t0
+        analysed = [o for o in outcomes if o.status != "skipped"]
+        finished = {o.study for o in outcomes if o.status in ("done", "skipped")}
+        table = write_table(out, finished) if status != "running" else None
+        result = BatchSummary(
+            status=status, studies_dir=str(Path(studies_dir).resolve()), out_dir=str(out), engine=engine,
+            workers=workers if not address else None, started_at=started_at, wall_s=round(wall, 2), n_studies=total,
+            done=sum(o.status == "done" for o in outcomes), skipped=sum(o.status == "skipped" for o in outcomes),
+            failed=sum(o.status == "failed" for o in outcomes), analysed_again=again,
+            studies_per_min=round(len(analysed) / wall * 60, 2) if analysed and wall > 0 else None,
+            table=str(table) if table else None, failures=[o for o in outcomes if o.status == "failed"],
+            covariates=str(Path(covariates).resolve()) if covariates is not None else None,
+        )
+        _write_atomic(out / SUMMARY, result.model_dump_json(indent=1))
+        return result
 
-            _collect(client, futures, record, where=f"the Dask scheduler at {address}" if address else "the local cluster")
-        finally:
-            client.close()
-            if cluster is not None:
-                cluster.close()
-    wall = time.perf_counter() - t0
-    analysed = [o for o in outcomes if o.status != "skipped"]
-    table = write_table(out)
-    summary = BatchSummary(
-        studies_dir=str(Path(studies_dir).resolve()), out_dir=str(out), engine=engine, workers=workers if not address else None,
-        started_at=started_at, wall_s=round(wall, 2), n_studies=total,
-        done=sum(o.status == "done" for o in outcomes), skipped=sum(o.status == "skipped" for o in outcomes),
-        failed=sum(o.status == "failed" for o in outcomes),
-        studies_per_min=round(len(analysed) / wall * 60, 2) if analysed and wall > 0 else None,
-        table=str(table) if table else None, failures=[o for o in outcomes if o.status == "failed"],
-        covariates=str(Path(covariates).resolve()) if covariates is not None else None,
-    )
-    _write_atomic(out / SUMMARY, summary.model_dump_json(indent=1))
-    log.info("batch finished", done=summary.done, skipped=summary.skipped, failed=summary.failed, wall_s=summary.wall_s)
-    return summary
+    try:
+        if todo:
+            # once the cluster is ready (a refused one changes nothing): a summary left by an earlier batch must
+            # not pass for this one's while it runs, or once it is killed
+            _analyse(todo, per_study, studies_dir, out, salt, outcomes, total, workers=workers, address=address,
+                     on_result=on_result, keep_artifacts=keep_artifacts, on_ready=lambda: summary("running"))
+    except KeyboardInterrupt:
+        done = summary("interrupted")
+        log.warning("batch interrupted", done=done.done, failed=done.failed, not_analysed=total - len(outcomes))
+        raise
+    result = summary("finished")
+    log.info("batch finished", done=result.done, skipped=result.skipped, failed=result.failed, wall_s=result.wall_s)
+    return result
+
+
+def _analyse(todo: list[Study], per_study: dict[str, Covariates], studies_dir: str | Path, out: Path, salt: bytes,
+             outcomes: list[StudyOutcome], total: int, *, workers: int, address: str | None, on_result: Event | None,
+             keep_artifacts: bool, on_ready: Callable[[], Any]) -> None:
+    """Run ``todo`` on Dask, appending each outcome to ``outcomes`` as it finishes; ``on_ready`` once the cluster passed its checks."""
+    samples = [str(s.path) for s in (todo[0], todo[len(todo) // 2], todo[-1])]
+    # connected (and a given cluster checked) before the knowledge index is built: a wrong address fails fast
+    client, cluster, threads = _client(workers, address, Path(studies_dir).resolve(), out, samples)
+    try:
+        on_ready()
+        _warm_shared_stores()
+        futures = {client.submit(analyse_study, s.name, str(s.path), str(out), salt, torch_threads=threads,
+                                 keep_artifacts=keep_artifacts, covariates=per_study.get(s.name), client_version=__version__,
+                                 key=f"study-{s.name}-{os.urandom(4).hex()}", pure=False): s
+                   for s in todo}
+
+        def record(outcome: StudyOutcome) -> None:
+            outcomes.append(outcome)
+            if on_result:
+                on_result(outcome, len(outcomes), total)
+
+        _collect(client, futures, record, where=f"the Dask scheduler at {address}" if address else "the local cluster")
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()

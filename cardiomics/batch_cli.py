@@ -39,11 +39,12 @@ def register(app: typer.Typer, *, friendly, out, err) -> None:
                             TextColumn("{task.description}"), console=err, transient=False)
         task = progress.add_task("starting workers…", total=None)
 
-        def on_plan(_studies, covariates_by_study):
+        def on_plan(studies, covariates_by_study):
             half = not_indexable(covariates_by_study)
             if half:  # BSA needs both: say so rather than leave the rows silently unindexed
                 err.print(f"[yellow]{len(half)} studies have only one of height_cm and weight_kg and will not be BSA-indexed: "
                           f"{escape(', '.join(half[:10]))}{' …' if len(half) > 10 else ''}[/]", highlight=False)
+            progress.update(task, total=len(studies))
             progress.start()
 
         def on_result(outcome, n, total):
@@ -54,6 +55,12 @@ def register(app: typer.Typer, *, friendly, out, err) -> None:
         try:
             summary = run_batch(studies_dir, out_dir, workers=workers, address=address, on_result=on_result, keep_artifacts=keep_artifacts,
                                 covariates=covariates, on_plan=on_plan)
+        except KeyboardInterrupt:
+            if progress.live.is_started:
+                progress.stop()
+            err.print(f"[yellow]interrupted: {counts['done']} done, {counts['failed']} failed, {counts['skipped']} skipped so far; "
+                      "run the same command again to analyse the rest (finished studies are skipped)[/]", highlight=False)
+            raise typer.Exit(130) from None
         finally:
             if progress.live.is_started:  # stopping a bar never shown prints a stray blank line above a refusal
                 progress.stop()
@@ -63,12 +70,15 @@ def register(app: typer.Typer, *, friendly, out, err) -> None:
         out.print(f"approvals {summary.approvals}", highlight=False)
         if summary.table:
             out.print(f"phenotypes: {summary.table}", highlight=False)
+        if summary.analysed_again:
+            out.print("analysed again: " + ", ".join(f"{n} ({escape(why)})" for why, n in sorted(summary.analysed_again.items())), highlight=False)
         if summary.failures:
-            table = Table(title="Failed studies (rerun the batch to retry them)")
-            for col in ("study", "error", "message"):
+            table = Table(title="Failed studies (a rerun tries them again: fix what the hint names first)")
+            for col in ("study", "error", "message", "hint"):
                 table.add_column(col)
             for f in summary.failures:
-                table.add_row(escape(f.study), escape(f"{f.error['error']}[{f.error['code']}]"), escape(f.error["message"]))
+                table.add_row(escape(f.study), escape(f"{f.error['error']}[{f.error['code']}]"), escape(f.error["message"]),
+                              escape(f.error.get("hint") or ""))
             out.print(table)
         out.print(f"summary: {Path(summary.out_dir) / 'batch_summary.json'}", highlight=False)
         if summary.failed:

@@ -348,7 +348,13 @@ class ChatSession:
         for key, label in (("ed_wall_thickness_mm", "end-diastolic wall thickness"), ("systolic_thickening_pct", "systolic thickening")):
             e = seg.get(key)
             if e:
-                ref = f", reference {e['reference']['lower']:g}–{e['reference']['upper']:g} {e['unit']}" if e.get("reference") else ""
+                r = e.get("reference")
+                if not r:
+                    ref = ""
+                elif r.get("inclusive"):  # published cut-offs: the limits themselves are abnormal
+                    ref = f", abnormal at ≤ {r['lower']:g} or ≥ {r['upper']:g} {e['unit']}"
+                else:
+                    ref = f", reference {r['lower']:g}–{r['upper']:g} {e['unit']}"
                 parts.append(f"{label} {e['value']:.1f} {e['unit']} ({e['flag']}{ref})")
         flagged = [k for k in ("ed_wall_thickness_mm", "systolic_thickening_pct") if (seg.get(k) or {}).get("flag") in ("low", "high")]
         verdict = ("It is flagged because a value lies outside its reference range." if flagged

@@ -6,7 +6,7 @@ through ``call_tool`` (the same validation and provenance as in the graph). One 
 every call, once, in the daily ``mcp-YYYYMMDD`` trail with the caller's identity (the bearer token's
 name over HTTP, ``mcp-stdio`` locally), and, for a remote server, confines path arguments to an
 allow-listed root. A successful call's line is written in the worker thread that ran the tool,
-before the result is returned.
+before the result is returned; a call the client cancels gets a ``tool_cancelled`` line.
 
 Model cards and signed (approved or rejected) reports are exposed as read-only resources; a
 ``/health`` route answers version and tool count without authentication (it reveals nothing else).
@@ -157,11 +157,22 @@ def mcp_root(root: str | Path | None = None) -> Path:
 
 
 def confine(value: str, root: Path, argument: str) -> str:
-    """``value`` as an absolute path inside ``root`` (symlinks resolved); a relative path is taken under ``root``."""
+    """``value`` as an absolute path inside ``root`` (symlinks resolved); a relative path is taken under ``root``.
+
+    Every refusal is a PolicyError, so the middleware audits it. ``~`` is not expanded: a remote
+    caller has no home folder here, and expanding ``~name`` would tell it which accounts exist.
+    """
     if "\x00" in value:
         raise PolicyError("path-outside-root", f"{argument}: a path must not contain NUL characters")
-    candidate = Path(value).expanduser()
-    resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
+    if value.startswith("~"):
+        raise PolicyError("path-outside-root", f"{argument}: remote callers may not name a home folder (~)",
+                          hint="pass a path relative to the server's root folder (CARDIOMICS_MCP_ROOT)")
+    candidate = Path(value)
+    try:
+        resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
+    except (RuntimeError, OSError, ValueError) as exc:  # a symlink loop, a name too long, an unreadable folder
+        raise PolicyError("path-outside-root", f"{argument}: the path cannot be resolved ({type(exc).__name__})",
+                          hint="pass the path of an existing file or folder under the server's root folder") from None
     if resolved != root and root not in resolved.parents:
         raise PolicyError("path-outside-root", f"{argument}: remote callers may only name files under the server's root folder",
                           hint="place the file under the folder the server was started with (CARDIOMICS_MCP_ROOT) and pass a path relative to it")
@@ -208,6 +219,17 @@ class AuditCalls(Middleware):
         except TypedToolError as exc:
             await self._audit("tool_error", actor, tool=name, args_sha256=args_hash, code=exc.error.get("code"),
                               error=exc.error.get("error"))
+            raise
+        except asyncio.CancelledError:
+            # The client cancelled the call. Written synchronously, not awaited: the request's cancel scope
+            # cancels every further await in this task, so an awaited write could be lost. A tool already
+            # running in a worker thread cannot be stopped; if it finishes, its tool_call line follows.
+            try:
+                mcp_trail(self.settings).append("tool_cancelled", actor, transport=pending.transport, tool=name,
+                                                args_sha256=args_hash,
+                                                duration_s=round(time.perf_counter() - pending.started, 4))
+            except Exception:  # the cancellation must still reach the caller
+                log.error("mcp cancelled call not audited", tool=name, exc_info=True)
             raise
         except Exception as exc:  # an unforeseen failure: typed for the caller, traceback to the log only
             log.error("mcp tool call failed", tool=name, exc_info=True)

@@ -41,7 +41,8 @@ def register(app: typer.Typer, *, friendly, out, err) -> None:
         if not application.state.user_header and not Accounts(application.state.settings.home).names():
             err.print("[yellow]no reviewer accounts yet[/]: create one with `cardiomics review add-user NAME`", highlight=False)
         err.print(f"review app on http://{host}:{port}  (home {application.state.settings.home})", highlight=False)
-        uvicorn.run(application, host=host, port=port, log_level="warning")
+        # proxy_headers off: the app applies X-Forwarded-For itself, after keeping the proxy's address (app.DirectPeer)
+        uvicorn.run(application, host=host, port=port, log_level="warning", proxy_headers=False)
 
     @review.command("add-user")
     @friendly

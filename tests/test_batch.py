@@ -27,6 +27,7 @@ from cardiomics.batch import (
     covariates_sha256,
     discover,
     run_batch,
+    study_status,
     verify_study,
 )
 from cardiomics.errors import InputError
@@ -74,6 +75,24 @@ def test_discover_takes_subfolders_and_nifti_files(tmp_path):
     assert found == {"a": tmp_path / "a", "b": tmp_path / "b.nii.gz", "c": tmp_path / "c" / "frame.nii.gz"}
 
 
+def test_discover_refuses_two_entries_of_one_name_and_skips_the_output_folder(tmp_path):
+    (tmp_path / "Scan.NII.GZ").write_bytes(b"")  # the extension in capitals is still an extension
+    (tmp_path / "out").mkdir()
+    found = {s.name: s.path for s in discover(tmp_path, exclude=tmp_path / "out")}
+    assert found == {"Scan": tmp_path / "Scan.NII.GZ"}
+    assert "out" in {s.name for s in discover(tmp_path)}  # only the output folder given is left out
+
+    for first, second in (("a", "a.nii.gz"), ("b.nii", "b.nii.gz")):
+        folder = tmp_path / f"case-{first}"
+        folder.mkdir()
+        for entry in (first, second):
+            (folder / entry).mkdir() if "." not in entry else (folder / entry).write_bytes(b"")
+        with pytest.raises(InputError) as exc:
+            discover(folder)
+        assert exc.value.code == "duplicate-study-names"
+        assert first in exc.value.message and second in exc.value.message and "rename" in exc.value.hint
+
+
 def test_killed_batch_resumes_the_remainder_and_reports_the_corrupt_study(cohort, knowledge_dir, tmp_path, monkeypatch):
     """Uses the real segmenter. Run 1 is killed (SIGKILL, whole process group) once a study is done;
     run 2 analyses only the rest; the truncated study fails with a typed error and never stops the batch;
@@ -93,12 +112,13 @@ def test_killed_batch_resumes_the_remainder_and_reports_the_corrupt_study(cohort
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     first = _manifests(out)
-    assert 1 <= len(first) < N_STUDIES - 1 and not (out / SUMMARY).exists()
+    assert 1 <= len(first) < N_STUDIES - 1
+    assert json.loads((out / SUMMARY).read_text())["status"] == "running"  # what a killed batch leaves: not a finished summary
 
     res = _batch(cohort, out, env, workers=2)
     assert res.returncode == 1, res.stderr  # 1: some study failed (the batch itself completed)
     summary = json.loads((out / SUMMARY).read_text())
-    assert summary["n_studies"] == N_STUDIES
+    assert summary["n_studies"] == N_STUDIES and summary["status"] == "finished"
     assert summary["skipped"] == len(first)
     assert summary["done"] == N_STUDIES - 1 - len(first)
     assert summary["failed"] == 1
@@ -125,6 +145,7 @@ def test_killed_batch_resumes_the_remainder_and_reports_the_corrupt_study(cohort
         assert abs(row["lv_edv_ml"] - t["lv_edv_ml"]) <= 0.15 * t["lv_edv_ml"]
         assert row["report_status"] == "draft" and row["approvals"] == "not-given"
     assert table["aha01_ed_wall_thickness_mm"].notna().all()
+    assert table["rv_ed_frame"].notna().all() and table["rv_es_frame"].notna().all()  # each ventricle's own frames
 
     # each study: a verified audit trail recording that no approval was given, and a draft report
     for name, manifest in after.items():
@@ -211,15 +232,21 @@ def test_covariates_index_the_row_of_their_study_only(indexed):
     assert "adult men" not in json.dumps(unknown_sex) and "sex not given" in json.dumps(unknown_sex)
 
 
-def test_changed_covariates_rerun_only_that_study(indexed, tmp_path, monkeypatch):
-    import pandas as pd
-
+def _copy_of(indexed: tuple[Path, dict], tmp_path: Path, monkeypatch) -> tuple[Path, dict[str, dict]]:
+    """A copy of the indexed batch's outputs to run again, in its environment, and its manifests."""
     src, env = indexed
     out = tmp_path / "out"
     shutil.copytree(src, out)
     for k in ("CARDIOMICS_HOME", "CARDIOMICS_AUDIT_DIR", "CARDIOMICS_KNOWLEDGE_DIR"):
         monkeypatch.setenv(k, env[k])
-    before = _manifests(out)
+    return out, _manifests(out)
+
+
+def test_changed_covariates_rerun_only_that_study(indexed, tmp_path, monkeypatch):
+    import pandas as pd
+
+    src, env = indexed
+    out, before = _copy_of(indexed, tmp_path, monkeypatch)
     # a manifest written before covariates were recorded counts as "analysed with none"
     legacy = out / "studies" / "study-0001" / MANIFEST
     legacy.write_text(json.dumps({k: v for k, v in before["study-0001"].items() if k != "covariates_sha256"}))
@@ -243,6 +270,104 @@ def test_changed_covariates_rerun_only_that_study(indexed, tmp_path, monkeypatch
     fourth = run_batch(studies_dir, out, workers=1)
     assert (fourth.done, fourth.skipped, fourth.failed) == (0, 2, 0)
     assert pd.read_parquet(out / TABLE).set_index("study").loc["study-0000", "weight_kg"] == 90.0
+
+
+def test_a_rerun_analyses_what_changed_and_refuses_what_would_mix(indexed, pair, tmp_path, monkeypatch):
+    """A rerun is keyed to the study's input and the cardiomics version, not only to its outputs; the table holds the
+    cohort's studies only; outputs keyed with another salt and a second batch on one folder are refused; Ctrl-C
+    leaves an ``interrupted`` summary and the table of the studies done."""
+    import fcntl
+
+    import pandas as pd
+
+    from cardiomics import batch
+
+    src, env = indexed
+    out, before = _copy_of(indexed, tmp_path, monkeypatch)
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    shutil.copytree(pair / "study-0000", studies / "study-0000")  # a copy that keeps modification times: the same input
+
+    # the table is the cohort's: study-0001 is not in this studies folder, so it has no row (its files stay)
+    only = run_batch(studies, out, workers=1)
+    assert (only.done, only.skipped, only.failed, only.analysed_again) == (0, 1, 0, {})
+    assert list(pd.read_parquet(out / TABLE)["study"]) == ["study-0000"]
+    assert (out / "studies" / "study-0001" / MANIFEST).exists()
+
+    shutil.copytree(pair / "study-0001", studies / "study-0001")
+    # another cardiomics version made it: not current
+    manifest = out / "studies" / "study-0001" / MANIFEST
+    manifest.write_text(json.dumps({**before["study-0001"], "cardiomics_version": "0.0.9"}))
+    assert study_status(manifest.parent, source=studies / "study-0001") == "analysed by cardiomics 0.0.9"
+    manifest.write_text(json.dumps(before["study-0001"]))
+    assert study_status(manifest.parent, source=studies / "study-0001") is None
+    # a file of the study re-exported since: its input no longer matches
+    dicom = sorted(p for p in (studies / "study-0001").rglob("*") if p.is_file())[0]
+    os.utime(dicom, ns=(time.time_ns(), time.time_ns()))
+    assert study_status(manifest.parent, source=studies / "study-0001") == "input changed since it was analysed"
+
+    # outputs keyed with another deployment's salt are not mixed with this one's
+    monkeypatch.setenv("CARDIOMICS_HOME", str(tmp_path / "elsewhere"))
+    with pytest.raises(InputError) as exc:
+        run_batch(studies, out, workers=1)
+    assert exc.value.code == "other-salt" and "CARDIOMICS_HOME" in exc.value.hint
+    monkeypatch.setenv("CARDIOMICS_HOME", env["CARDIOMICS_HOME"])
+
+    # one batch at a time on a folder
+    with open(out / batch.LOCK, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("pid 4242 on elsewhere")
+        held.flush()
+        with pytest.raises(InputError) as exc:
+            run_batch(studies, out, workers=1)
+        assert exc.value.code == "batch-already-running" and "pid 4242" in exc.value.message
+    assert json.loads((out / SUMMARY).read_text())["status"] == "finished"  # refusals change nothing
+
+    # Ctrl-C once the cluster is up: the summary says so, and the table holds the studies done
+    def interrupted(todo, *args, on_ready, **kwargs):
+        assert [s.name for s in todo] == ["study-0001"]
+        on_ready()
+        assert json.loads((out / SUMMARY).read_text())["status"] == "running"
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(batch, "_analyse", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            run_batch(studies, out, workers=1)
+    summary = json.loads((out / SUMMARY).read_text())
+    assert (summary["status"], summary["skipped"], summary["done"]) == ("interrupted", 1, 0)
+    assert list(pd.read_parquet(out / TABLE)["study"]) == ["study-0000"]
+
+    rerun = run_batch(studies, out, workers=1, keep_artifacts=True)
+    assert (rerun.done, rerun.skipped, rerun.failed) == (1, 1, 0), rerun.model_dump()
+    # kept artefacts stay, the study-key salt does not: it would sit beside the keys it makes
+    assert any((out / "studies" / "study-0001" / "artifacts").iterdir()) and not list(out.rglob(".salt"))
+    assert rerun.analysed_again == {"input changed since it was analysed": 1}
+    after = _manifests(out)
+    assert after["study-0001"]["run_id"] != before["study-0001"]["run_id"]
+    assert after["study-0000"]["run_id"] == before["study-0000"]["run_id"]
+    assert sorted(pd.read_parquet(out / TABLE)["study"]) == ["study-0000", "study-0001"]
+
+
+def test_ctrl_c_stops_the_cli_with_130_and_an_interrupted_summary(pair, knowledge_dir, tmp_path):
+    out, env = tmp_path / "out", _env(tmp_path, knowledge_dir)
+    proc = subprocess.Popen([sys.executable, "-m", "cardiomics.cli", "batch", str(pair), "--out", str(out), "--workers", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    deadline = time.monotonic() + 300
+    try:
+        while not (out / SUMMARY).exists():  # written once the cluster is up, before any study is submitted
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the batch never started"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)  # to the command alone, as a terminal's Ctrl-C reaches its foreground process
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "run the same command again" in stderr
+    summary = json.loads((out / SUMMARY).read_text())
+    assert summary["status"] == "interrupted" and summary["done"] + summary["failed"] < 2
 
 
 @pytest.mark.parametrize(("text", "code", "words"), [

@@ -117,10 +117,35 @@ def test_bad_inputs_are_typed_errors(ctx):
 
 
 def test_example_on_the_dicom_sample(tmp_path):
-    """The registered example: scar planted in segments 7 and 8 of the sample anatomy, geometry from the DICOM sample."""
+    """The registered example: scar planted in the phantom's segments 7 and 8 of the sample anatomy, geometry from the DICOM sample."""
     from cardiomics.tools import registry
 
     ctx = ToolContext(store=ArtifactStore(tmp_path / "store"))
     out = call_tool("lge_burden", registry()["lge_burden"].example(ctx), ctx)
+    # levels are thirds of the six cavity slices (2-3 mid) for the phantom and the tool alike; the cap is in no segment
+    labels = ctx.store.arrays(out.segmentation_id)["labels"][0]
+    segs = ctx.store.arrays(out.scar_mask_id)["segments"]
+    assert np.flatnonzero((labels == 3).sum(axis=(1, 2)) >= 3).tolist() == [0, 1, 2, 3, 4, 5]
+    assert (labels[6] == 2).any() and not segs[6].any()  # the apical cap: in no segment
+    assert [int(segs[s].max()) for s in range(6)] == [6, 6, 12, 12, 16, 16]  # thirds of the cavity slices
     assert {s.segment for s in out.segments if s.scar_pct >= 10.0} == {7, 8}
+    # oblique DICOM geometry shows where anterior is: the segments are located, not assumed
+    assert out.orientation_source == "study-geometry"
+    assert next(q for q in out.qc if q.check == "segments-located").passed and out.qc_verdict == "pass"
     assert 5.0 < out.scar_burden_pct.value < 16.0  # truth about 10 %
+
+
+def test_assumed_orientation_warns_that_segments_may_be_mirrored(ctx):
+    """An axis-aligned, uncoded NIfTI affine does not show which way is anterior: the segments rest on an assumption."""
+    ph = make_lge(_spec(scar_segments=[7], scar_transmurality=1.0))
+    study_id, seg_id = _put(ctx, ph.image, ph.labels[None], ph.spacing_mm)
+    assumed = call_tool("lge_burden", {"study_id": study_id, "segmentation_id": seg_id}, ctx)
+    checks = {q.check: q for q in assumed.qc}
+    assert assumed.orientation_source == "assumed"
+    assert not checks["segments-located"].passed and "swapped" in checks["segments-located"].detail
+    assert all(q.passed for name, q in checks.items() if name != "segments-located")  # the orientation alone warns
+    assert assumed.qc_verdict == "warn"
+    given = call_tool("lge_burden", {"study_id": study_id, "segmentation_id": seg_id, "orientation": "standard"}, ctx)
+    assert given.orientation_source == "given"
+    assert all(q.passed for q in given.qc) and given.qc_verdict == "pass"
+    assert {s.segment for s in given.segments if s.scar_pct >= 10.0} == {7}

@@ -119,3 +119,93 @@ def test_each_call_audited_once_before_its_result_returns(settings):
     assert [t for t, _ in calls] == ["prediction_metrics", "echo"] * 3
     assert [rid for t, rid in calls if t == "echo"] == ["res-echo-0", "res-echo-1", "res-echo-2"]
     assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+
+
+def _trail(settings) -> list[dict]:
+    return [json.loads(line) for p in sorted(settings.audit_dir.glob("mcp-*.jsonl")) for line in p.read_text().splitlines()]
+
+
+def test_remote_home_paths_and_unresolvable_paths_are_refused_and_audited(settings, tmp_path):
+    from cardiomics.errors import PolicyError
+    from cardiomics.mcp_server import confine
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "loop").symlink_to(root / "loop")  # resolving it fails (a symlink loop)
+    server = build_server(settings, remote=True, root=root)
+    paths = ["~root/x", "~no-such-user-here/x", "~", "~/study", "loop/study"]
+
+    async def main():
+        refused = []
+        async with fastmcp.Client(server) as c:
+            for path in paths:
+                with pytest.raises(ToolError) as exc:
+                    await c.call_tool("load_study", {"path": path})
+                refused.append(json.loads(str(exc.value)))
+        return refused
+
+    refused = run(main())
+    assert all(r["error"] == "PolicyError" and r["code"] == "path-outside-root" and r["hint"] for r in refused)
+    assert refused[0]["message"] == refused[1]["message"]  # an existing and a missing account look the same
+    assert "cannot be resolved" in refused[-1]["message"]
+    lines = _trail(settings)
+    assert [(r["event"], r["code"], r["tool"]) for r in lines] == [("tool_refused", "path-outside-root", "load_study")] * len(paths)
+    with pytest.raises(PolicyError):
+        confine("~root", root.resolve(), "path")
+    assert confine("study/~x", root.resolve(), "path") == str(root.resolve() / "study" / "~x")  # only a leading ~ is a home
+
+
+def test_cancelled_call_is_audited_and_the_cancellation_goes_on(settings):
+    server = build_server(settings)
+    state: dict = {}
+
+    @server.tool
+    async def slow() -> dict:
+        state["started"].set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            state["cancelled"] = True
+            raise
+        return {"provenance": {"result_id": "res-slow"}}
+
+    @server.tool
+    def echo(x: int) -> dict:
+        return {"x": x, "provenance": {"result_id": f"res-echo-{x}"}}
+
+    async def main():
+        state["started"] = asyncio.Event()
+        async with fastmcp.Client(server) as c:
+            call = asyncio.create_task(c.call_tool("slow", {}))
+            await asyncio.wait_for(state["started"].wait(), 30)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            deadline = asyncio.get_running_loop().time() + 30  # the server acts on the client's cancel notice
+            while not any(r["event"] == "tool_cancelled" for r in _trail(settings)):
+                assert asyncio.get_running_loop().time() < deadline, _trail(settings)
+                await asyncio.sleep(0.05)
+            return (await c.call_tool("echo", {"x": 1})).structured_content  # the server goes on serving
+
+    assert run(main())["x"] == 1
+    assert state.get("cancelled") is True  # the tool was interrupted, not left running
+    lines = _trail(settings)
+    assert [(r["event"], r["tool"]) for r in lines] == [("tool_cancelled", "slow"), ("tool_call", "echo")]
+    assert lines[0]["actor"] == "mcp-stdio" and lines[0]["args_sha256"] and lines[0]["duration_s"] >= 0
+
+
+def test_audit_middleware_reraises_a_cancellation(settings):
+    from fastmcp.server.middleware import MiddlewareContext
+    from mcp.types import CallToolRequestParams
+
+    from cardiomics.mcp_server import AuditCalls
+
+    middleware = AuditCalls(settings, remote=False, root=None)
+
+    async def cancelled(_context):
+        raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        run(middleware.on_call_tool(MiddlewareContext(message=CallToolRequestParams(name="slow", arguments={"n": 1})), cancelled))
+    (line,) = _trail(settings)
+    assert line["event"] == "tool_cancelled" and line["tool"] == "slow" and line["transport"] == "stdio"

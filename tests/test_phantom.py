@@ -144,7 +144,16 @@ def test_lge_scar_burden_truth_and_segments():
     assert make_lge(PhantomSpec(**SMALL)).truth["scar_burden_pct"] == 0.0
 
 
-def test_aha_segments_cover_the_ed_myocardium(default):
-    myo = default.labels[0] == LV_MYOCARDIUM
-    assert np.array_equal(default.aha_segments > 0, myo)
-    assert set(np.unique(default.aha_segments[myo])) == set(range(1, 17))
+def test_aha_segments_cover_the_ed_myocardium_of_the_cavity_slices(default):
+    """Thirds of the slices with an LV cavity, as the 16-segment model: the myocardial cap beyond the cavity is in no segment."""
+    ed = default.labels[default.truth["ed_frame"]]
+    myo = ed == LV_MYOCARDIUM
+    cavity = [s for s in range(ed.shape[0]) if np.count_nonzero(ed[s] == LV_CAVITY) >= 3]
+    levelled = np.zeros_like(myo)
+    levelled[cavity[0]:cavity[-1] + 1] = myo[cavity[0]:cavity[-1] + 1]
+    cap = myo & ~levelled
+    assert cap.any(), "the default phantom has an apical cap"
+    assert np.array_equal(default.aha_segments > 0, levelled)
+    assert set(np.unique(default.aha_segments[levelled])) == set(range(1, 17))
+    # nine cavity slices: three basal, three mid, three apical
+    assert [int(default.aha_segments[s].max()) for s in cavity] == [6, 6, 6, 12, 12, 12, 16, 16, 16][: len(cavity)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import ndimage
+from scipy import ndimage, stats
 
 import cardiomics.tools.imaging._regional as regional  # registers the tool
 from cardiomics.errors import CardiomicsError, InputError, NotFoundError
@@ -28,6 +28,15 @@ def _put_seg(ctx: ToolContext, labels: np.ndarray, spacing, **arrays) -> str:
 @pytest.fixture
 def ctx(tmp_path):
     return ToolContext(store=ArtifactStore(tmp_path / "store"))
+
+
+def _segmented_myo(labels_ed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(myocardium inside the AHA levels, apical cap): the cap is myocardium on slices beyond the last LV cavity slice."""
+    myo = labels_ed == 2
+    cavity = np.flatnonzero((labels_ed == 3).sum(axis=(1, 2)) >= 3)
+    in_levels = np.zeros(labels_ed.shape[0], dtype=bool)
+    in_levels[cavity.min():cavity.max() + 1] = True
+    return myo & in_levels[:, None, None], myo & ~in_levels[:, None, None]
 
 
 def _in_plane_truth(spec: PhantomSpec, slices: list[int]) -> float:
@@ -81,8 +90,9 @@ def test_septum_found_from_the_rv_whatever_the_rotation(ctx, rotation):
     ph = make_phantom(_spec(rotation_deg=rotation, seed=2))
     ed = ph.truth["ed_frame"]
     segs = regional.aha_segments(ph.labels[ed], ph.spacing_mm)
-    myo = ph.labels[ed] == 2
-    assert set(np.unique(segs[myo])) == set(range(1, 17)) and not segs[~myo].any()
+    myo, cap = _segmented_myo(ph.labels[ed])
+    assert cap.any()  # the phantom's apex closes below its cavity
+    assert set(np.unique(segs[myo])) == set(range(1, 17)) and not segs[~myo].any() and not segs[cap].any()
     # same segments as the phantom's own AHA map (built from its known septal direction)
     assert (segs[myo] == ph.aha_segments[myo]).mean() > 0.97
     contact = _rv_contact(ph.labels[ed])
@@ -108,7 +118,7 @@ def test_mirrored_display(ctx):
     seg_id = _put_seg(ctx, flipped, ph.spacing_mm)
     mirrored = call_tool("regional_function", {"segmentation_id": seg_id, "orientation": "mirrored"}, ctx)
     seg_map = ctx.store.arrays(mirrored.aha_map_id)["segments"][..., ::-1]
-    myo = ph.labels[ed] == 2
+    myo, _ = _segmented_myo(ph.labels[ed])
     assert (seg_map[myo] == ph.aha_segments[myo]).mean() > 0.97
     # read as a standard view, the mirror swaps anterior and inferior: 2 <-> 3, 1 <-> 4
     standard = ctx.store.arrays(call_tool("regional_function", {"segmentation_id": seg_id, "orientation": "standard"}, ctx)
@@ -147,7 +157,7 @@ def test_handedness_from_image_geometry(ctx):
     out = call_tool("regional_function", {"segmentation_id": seg_id}, ctx)
     assert out.orientation_source == "study-geometry"
     seg_map = ctx.store.arrays(out.aha_map_id)["segments"][..., ::-1]
-    myo = ph.labels[ed] == 2
+    myo, _ = _segmented_myo(ph.labels[ed])
     assert (seg_map[myo] == ph.aha_segments[myo]).mean() > 0.97
 
 
@@ -155,16 +165,30 @@ def test_apex_first_stack_is_reordered(ctx):
     ph = make_phantom(_spec(rotation_deg=160.0, seed=4))
     ed = ph.truth["ed_frame"]
     segs = regional.aha_segments(ph.labels[ed, ::-1], ph.spacing_mm)[::-1]
-    myo = ph.labels[ed] == 2
+    myo, _ = _segmented_myo(ph.labels[ed])
     assert (segs[myo] == ph.aha_segments[myo]).mean() > 0.97
 
 
 def test_intervals_from_test_time_augmentation(ctx):
     ph = make_phantom(_spec(seed=5))
-    shifted = np.stack([np.roll(ph.labels, 1, axis=-1), np.roll(ph.labels, -1, axis=-2)])
+    in_plane = np.zeros((1, 1, 3, 3), dtype=bool)
+    in_plane[0, 0] = True
+    outside = ndimage.binary_dilation(ph.labels == 2, structure=in_plane) & (ph.labels == 0)
+    epicardium = (ph.labels == 2) & ndimage.binary_dilation(ph.labels == 0, structure=in_plane)
+    thicker, thinner = np.where(outside, 2, ph.labels), np.where(epicardium, 0, ph.labels)
+    shifted = np.stack([np.roll(ph.labels, 1, axis=-1), thicker, thinner]).astype(np.uint8)
     out = call_tool("regional_function", {"segmentation_id": _put_seg(ctx, ph.labels, ph.spacing_mm, tta=shifted)}, ctx)
     est = out.segments[0].ed_wall_thickness_mm
     assert est.interval is not None and est.interval.lower <= est.value <= est.interval.upper
+    # half-width t(0.975, n - 1) x SD over the prediction and the three members (n = 4: t = 3.18, not 1.96)
+    ed = out.ed_frame
+    frame = regional.aha_frame(ph.labels[ed], ph.spacing_mm)
+    measured = regional._measured_slices(ph.labels[ed], frame)
+    values = [regional.segment_thickness(lab[ed], frame, measured)[1][0] for lab in (ph.labels, *shifted)]
+    half = stats.t.ppf(0.975, 3) * np.std(values, ddof=1)
+    assert half > 0.5
+    assert est.interval.lower == pytest.approx(values[0] - half, abs=0.051) and est.interval.upper == pytest.approx(values[0] + half, abs=0.051)
+    assert "t(0.975, 3 df)" in est.interval.method
 
 
 def test_bad_inputs_are_typed_errors(ctx):
@@ -200,3 +224,64 @@ def regional_tool_spec():
     from cardiomics.tools import registry
 
     return registry()["regional_function"]
+
+
+def _disc_stack(radii_lv: list[float], radii_epi: list[float], size: int = 64) -> np.ndarray:
+    """An ED label map (S, R, C): an LV cavity disc and myocardial ring per slice, an RV disc touching the septum.
+
+    A slice with LV radius 0 is a cavity-less cap: a myocardial disc of radius ``radii_epi``.
+    """
+    rr, cc = np.indices((size, size), dtype=float)
+    centre = size / 2.0
+    dist = np.hypot(rr - centre, cc - centre)
+    out = np.zeros((len(radii_lv), size, size), dtype=np.uint8)
+    for s, (r_lv, r_epi) in enumerate(zip(radii_lv, radii_epi)):
+        out[s][np.hypot(rr - centre, cc - (centre - r_epi - 6)) < 8] = 1  # RV beside the septum, on the screen left
+        out[s][dist <= r_epi] = 2
+        out[s][dist <= r_lv] = 3
+    return out
+
+
+def test_levels_are_thirds_of_the_cavity_slices_not_the_apical_cap():
+    # six slices with an LV cavity tapering towards the apex, then a cavity-less apical cap
+    labels = _disc_stack([10, 9, 8, 7, 6, 5, 0], [14, 13, 12, 11, 10, 9, 6])
+    frame = regional.aha_frame(labels, (10.0, 1.5, 1.5))
+    assert frame.base_first
+    # the cap in the thirds would give basal 0-2, mid 3-4, apical 5-6
+    assert frame.level == {0: "basal", 1: "basal", 2: "mid", 3: "mid", 4: "apical", 5: "apical"}
+    segs = regional.aha_segments(labels, (10.0, 1.5, 1.5))
+    myo = labels == 2
+    assert not segs[6].any() and myo[6].sum() > 100  # cap myocardium is in no segment
+    assert [set(np.unique(segs[s][myo[s]]).tolist()) for s in (0, 2, 4)] == [set(range(1, 7)), set(range(7, 13)), set(range(13, 17))]
+    # apex first: the same levels, counted from the other end
+    flipped = regional.aha_frame(labels[::-1], (10.0, 1.5, 1.5))
+    assert not flipped.base_first and {6 - s: v for s, v in flipped.level.items()} == frame.level
+    # myocardium on three slices but a cavity on two: no thirds to split
+    with pytest.raises(InputError) as exc:
+        regional.aha_frame(_disc_stack([8, 6, 0, 0], [12, 10, 8, 6]), (10.0, 1.5, 1.5))
+    assert exc.value.code == "too-few-slices" and "cavity" in exc.value.message
+
+
+@pytest.mark.parametrize("value, flag", [(5.5, "low"), (5.46, "low"), (5.54, "low"), (5.56, "normal"), (5.6, "normal"),
+                                         (9.0, "normal"), (14.9, "normal"), (14.94, "normal"), (14.96, "high"), (15.0, "high"),
+                                         (16.0, "high")])
+def test_thickness_cut_offs_include_the_boundary(value, flag):
+    """Published as thinning <= 5.5 mm and hypertrophy >= 15 mm; judged on the value as shown (0.1 mm), so the
+    flag never contradicts the number a reader sees (14.96 shows as 15.0: high)."""
+    from cardiomics.tools.contract import Estimate
+
+    ref = regional.thickness_reference()
+    assert (ref.lower, ref.upper, ref.inclusive) == (5.5, 15.0, True)
+    est = Estimate.of(value, "mm", reference=ref)
+    assert est.flag == flag and est.value == round(value, 1)
+
+
+def test_normal_intervals_keep_their_limits_normal():
+    """Reference intervals (mean ± 2 SD) are not cut-offs: their limits read normal."""
+    from cardiomics.tools.contract import Estimate
+    from cardiomics.tools.imaging._reference import reference_range
+
+    ef = reference_range("lv_ef_pct", "male")
+    assert (ef.lower, ef.upper, ef.inclusive) == (57, 77, False)
+    assert [Estimate.of(v, "%", reference=ef).flag for v in (56.9, 56.96, 57.0, 77.0, 77.04, 77.1)] == [
+        "low", "normal", "normal", "normal", "normal", "high"]

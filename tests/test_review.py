@@ -117,6 +117,32 @@ def test_session_cookie_is_signed(tmp_path):
     assert stat.S_IMODE(os.stat(tmp_path / "review_secret.key").st_mode) == 0o600
 
 
+def test_session_key_is_created_whole_and_a_damaged_one_is_refused(tmp_path, settings):
+    from cardiomics.errors import InputError
+    from cardiomics.review import create_app
+    from cardiomics.review.sessions import SECRET_BYTES, _create_secret, load_secret
+
+    keys = tmp_path / "keys"  # a folder created on first use
+    secret = load_secret(keys)
+    path = keys / "review_secret.key"
+    assert len(secret) == SECRET_BYTES == 32 and path.read_bytes() == secret
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    assert os.listdir(keys) == ["review_secret.key"]  # no temporary file left beside it
+    _create_secret(path)  # a second first start loses the race: the key in place is kept
+    assert load_secret(keys) == secret and os.listdir(keys) == ["review_secret.key"]
+
+    for damaged in (b"", b"\x01" * 16, b"\x01" * 33):  # a crash mid-write, a truncated or a foreign file
+        path.write_bytes(damaged)
+        with pytest.raises(InputError) as exc:
+            load_secret(keys)
+        assert exc.value.code == "bad-session-key" and f"delete {path}" in exc.value.hint and "logged out" in exc.value.hint
+
+    (settings.home / "review_secret.key").write_bytes(b"")
+    with pytest.raises(InputError) as exc:  # the app refuses to start with it
+        create_app(settings, runs=object())
+    assert exc.value.code == "bad-session-key"
+
+
 # --- refusals -------------------------------------------------------------------------------------
 
 def test_anonymous_and_forged_decisions_are_refused(env):
@@ -146,6 +172,45 @@ def test_anonymous_and_forged_decisions_are_refused(env):
 
     assert (settings.audit_dir / f"{run_id}.jsonl").read_bytes() == before  # nothing written
     assert app.state.runs.status(run_id).waiting_for == "qc-approval"
+
+
+def test_new_password_or_removed_account_ends_existing_sessions(env):
+    from cardiomics.review.accounts import Accounts
+
+    app, settings, run_id = env
+    ada, bo, fresh = _client(app), _client(app), _client(app)
+    _login(ada, "dr-ada", PASSWORD)
+    bo_token = _login(bo, "dr-bo", PASSWORD + "!")
+    assert ada.get("/").status_code == 200 and bo.get("/").status_code == 200
+
+    accounts = Accounts(settings.home)
+    accounts.add("dr-ada", "a new passphrase", replace=True)
+    res = ada.get("/")
+    assert res.status_code == 303 and res.headers["location"].startswith("/login")
+    assert ada.get("/").status_code == 303  # the stale user is forgotten, not only refused once
+    assert bo.get("/").status_code == 200  # other reviewers' sessions go on
+    assert _try_login(fresh, "dr-ada", PASSWORD).status_code == 401  # the old password is gone too
+    _login(fresh, "dr-ada", "a new passphrase")
+    assert fresh.get("/").status_code == 200
+
+    accounts.remove("dr-bo")
+    res = bo.post(f"/runs/{run_id}/decide", data={"decision": "approved", "expect": "qc-approval", "csrf_token": bo_token})
+    assert res.status_code == 401
+    assert bo.get("/").status_code == 303
+    assert _approvals(settings, run_id, "qc") == [] and app.state.runs.status(run_id).waiting_for == "qc-approval"
+
+
+def test_cookie_without_the_account_epoch_is_not_a_login(env):
+    from cardiomics.review.sessions import COOKIE, Session
+
+    app, _, _ = env
+    signer = app.state.signer
+    old = _client(app)
+    old.cookies.set(COOKIE, signer.dump(Session.new(user="dr-ada")))  # validly signed, from before epochs existed
+    assert old.get("/").status_code == 303
+    current = _client(app)
+    current.cookies.set(COOKIE, signer.dump(Session.new(user="dr-ada", epoch=app.state.accounts.epoch("dr-ada"))))
+    assert current.get("/").status_code == 200
 
 
 class _Clock:
@@ -297,7 +362,7 @@ def test_trusted_proxy_header_names_the_reviewer(env):
     _, settings, run_id = env
     app = create_app(settings, user_header="X-Remote-User")
     try:
-        client = _client(app)
+        client = _from(app, "127.0.0.1")  # the proxy on the same machine
         token = _csrf(client.get("/login").text)
         data = {"decision": "rejected", "expect": "qc-approval", "comment": "motion", "csrf_token": token}
         assert client.post(f"/runs/{run_id}/decide", data=data).status_code == 401
@@ -309,6 +374,63 @@ def test_trusted_proxy_header_names_the_reviewer(env):
         assert app.state.runs.status(run_id).status == "rejected"
     finally:
         app.state.runs.close()
+
+
+def test_user_header_only_from_a_trusted_proxy_and_only_a_reviewer_name(env, monkeypatch):
+    from cardiomics.errors import InputError
+    from cardiomics.review import create_app
+    from cardiomics.review.security import TRUSTED_PROXIES_ENV
+
+    _, settings, run_id = env
+    monkeypatch.delenv(TRUSTED_PROXIES_ENV, raising=False)
+    app = create_app(settings, user_header="X-Remote-User")
+    try:
+        def decide(client, user: str):
+            token = _csrf(client.get("/login").text)
+            return client.post(f"/runs/{run_id}/decide", headers={"X-Remote-User": user, "accept": "application/json"},
+                               data={"decision": "approved", "expect": "qc-approval", "csrf_token": token})
+
+        direct = decide(_from(app, "10.0.0.7"), "dr-ada")  # a client that reaches the app past the proxy
+        assert direct.status_code == 403 and "trusted proxy" in direct.json()["message"]
+        assert TRUSTED_PROXIES_ENV in direct.json()["message"]
+        proxy = _from(app, "::1")
+        for bad in ("dr ada", "../dr-ada", "dr-ada,dr-bo", "-dr", "x" * 65):
+            res = decide(proxy, bad)
+            assert res.status_code == 403 and "not hold a reviewer name" in res.json()["message"], bad
+        assert _approvals(settings, run_id, "qc") == []
+
+        # the proxy forwards the client's address: the header is still judged by the proxy's own
+        forwarded = _from(app, "127.0.0.1")
+        forwarded.headers["X-Forwarded-For"] = "203.0.113.9"
+        assert decide(forwarded, "dr-ada").status_code == 200
+        (line,) = _approvals(settings, run_id, "qc")
+        assert line["actor"] == "dr-ada"
+    finally:
+        app.state.runs.close()
+
+    monkeypatch.setenv(TRUSTED_PROXIES_ENV, "10.0.0.0/24, 192.0.2.8")
+    app = create_app(settings, user_header="X-Remote-User")
+    try:
+        assert _from(app, "10.0.0.7").get("/", headers={"X-Remote-User": "dr-ada"}).status_code == 200
+        assert _from(app, "127.0.0.1").get("/", headers={"X-Remote-User": "dr-ada"}).status_code == 403  # not listed now
+    finally:
+        app.state.runs.close()
+    monkeypatch.setenv(TRUSTED_PROXIES_ENV, "proxy.example")
+    with pytest.raises(InputError) as exc:
+        create_app(settings, user_header="X-Remote-User", runs=object())
+    assert exc.value.code == "bad-trusted-proxy"
+
+
+def test_forwarded_client_address_still_feeds_the_login_throttle(login_app):
+    from structlog.testing import capture_logs
+
+    app, _, _ = login_app
+    client = _from(app, "127.0.0.1")
+    client.headers["X-Forwarded-For"] = "203.0.113.9"
+    with capture_logs() as logs:
+        assert _try_login(client, "dr-ada", "wrong password").status_code == 401
+    (line,) = [r for r in logs if r["event"] == "review login refused"]
+    assert line["client"] == "203.0.113.9"
 
 
 # --- pages, provenance, versions ------------------------------------------------------------------
@@ -431,6 +553,23 @@ def test_changes_requested_new_version_diff_and_stale_page(env):
         assert res.status_code == 200 and res.headers["content-type"].startswith(kind)
     assert json.loads(ada.get(f"/runs/{run_id}/export/v2.json").content)["version"] == 2
     assert ada.get(f"/runs/{run_id}/export/v2.pdf").status_code == 409  # drafts are not printed as signed
+
+
+def test_sign_off_must_name_the_draft_version(env):
+    app, settings, run_id = env
+    _to_signoff(app, run_id)
+    ada = _client(app)
+    token = _login(ada, "dr-ada", PASSWORD)
+    for form in ({}, {"version": ""}):
+        res = ada.post(f"/runs/{run_id}/decide", headers={"accept": "application/json"},
+                       data={**form, "decision": "approved", "expect": "sign-off", "csrf_token": token})
+        assert res.status_code == 400 and res.json()["code"] == "version-required", res.text
+    assert _approvals(settings, run_id, "signoff") == []
+    st = app.state.runs.status(run_id)
+    assert st.waiting_for == "sign-off" and st.report_version == 1
+    res = ada.post(f"/runs/{run_id}/decide", data={"decision": "approved", "expect": "sign-off", "version": "1", "csrf_token": token})
+    assert res.status_code == 303 and app.state.runs.status(run_id).status == "approved"
+    assert [r["actor"] for r in _approvals(settings, run_id, "signoff")] == ["dr-ada"]
 
 
 # --- concurrency ----------------------------------------------------------------------------------

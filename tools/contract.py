@@ -43,6 +43,10 @@ class ReferenceRange(BaseModel):
     upper: float
     population: str = Field(description="Who the range applies to, e.g. 'adult men, SSFP'.")
     source: str = Field(description="Citation of the published range.")
+    inclusive: bool = Field(False, description=(
+        "False: lower-upper is a published normal interval, its limits still normal (low below lower, high above upper). "
+        "True: lower and upper are published diagnostic cut-offs that count as abnormal themselves "
+        "(low at or below lower, high at or above upper)."))
 
 
 class Interval(BaseModel):
@@ -67,11 +71,20 @@ class Estimate(BaseModel):
     @classmethod
     def of(cls, value: float, unit: str, reference: ReferenceRange | None = None,
            interval: Interval | None = None, ndigits: int = 1) -> Estimate:
-        value = round(float(value), ndigits)
+        """The value rounded to ``ndigits``, flagged against ``reference`` as shown.
+
+        The flag judges the value the reader sees, so the two never disagree: 14.96 mm shows as 15.0
+        and has reached a 15 mm cut-off; an LVEF of 56.96 % shows as 57.0 and is inside 57-77 %.
+        """
+        shown = round(float(value), ndigits)
         flag: Flag = "not-assessed"
         if reference is not None:
-            flag = "low" if value < reference.lower else "high" if value > reference.upper else "normal"
-        return cls(value=value, unit=unit, interval=interval, reference=reference, flag=flag)
+            if reference.inclusive:
+                low, high = shown <= reference.lower, shown >= reference.upper
+            else:
+                low, high = shown < reference.lower, shown > reference.upper
+            flag = "low" if low else "high" if high else "normal"
+        return cls(value=shown, unit=unit, interval=interval, reference=reference, flag=flag)
 
 
 class QcCheck(BaseModel):

@@ -85,7 +85,11 @@ class ArtifactStore:
         path = self.root / ".salt"
         if not path.exists():
             tmp = self.root / f".salt.{os.getpid()}.tmp"
-            tmp.write_bytes(secrets.token_bytes(32))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(secrets.token_bytes(32))
+                fh.flush()
+                os.fsync(fh.fileno())  # on disk before its name is: a crash must not leave an empty salt
             os.chmod(tmp, 0o600)
             try:
                 os.link(tmp, path)  # atomic: the first writer wins

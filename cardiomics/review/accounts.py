@@ -33,11 +33,22 @@ class Accounts:
 
     def __init__(self, home: str | Path) -> None:
         self.path = Path(home) / "reviewers.json"
+        # (stat key, users): every authenticated request asks for an epoch, so the file is parsed
+        # again only when it changes; _save replaces it, which changes its inode and times
+        self._cache: tuple[tuple[int, ...], dict[str, dict]] | None = None
 
     def _load(self) -> dict[str, dict]:
-        if not self.path.exists():
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
             return {}
-        return json.loads(self.path.read_text(encoding="utf-8")).get("users", {})
+        key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        cached = self._cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        users = json.loads(self.path.read_text(encoding="utf-8")).get("users", {})
+        self._cache = (key, users)
+        return users
 
     def _save(self, users: dict[str, dict]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +67,7 @@ class Accounts:
                              hint="use letters, digits and . _ @ - (at most 64 characters)")
         if len(password) < MIN_PASSWORD:
             raise InputError("weak-password", f"the password must have at least {MIN_PASSWORD} characters")
-        users = self._load()
+        users = dict(self._load())  # a copy: the cached dict stays what the file holds
         if name in users and not replace:
             raise InputError("reviewer-exists", f"reviewer {name} already exists", hint="pass --replace to set a new password")
         salt = secrets.token_bytes(16)
@@ -66,11 +77,22 @@ class Accounts:
         self._save(users)
 
     def remove(self, name: str) -> None:
-        users = self._load()
+        users = dict(self._load())
         if name not in users:
             raise NotFoundError("unknown-reviewer", f"no reviewer {name}")
         del users[name]
         self._save(users)
+
+    def epoch(self, name: str) -> str | None:
+        """A short fingerprint of the user's password record, or None for no such user.
+
+        Sessions carry it: a new password (``add --replace``) or removing the user changes it, and
+        sessions issued before no longer authenticate.
+        """
+        user = self._load().get(name)
+        if user is None:
+            return None
+        return hashlib.sha256(json.dumps(user, sort_keys=True).encode()).hexdigest()[:16]
 
     def check(self, name: str, password: str) -> bool:
         """True when the password matches; the same work is done for an unknown name (no timing oracle)."""

@@ -21,21 +21,46 @@ from cardiomics.config import Settings
 from cardiomics.errors import CardiomicsError
 
 from .accounts import Accounts
-from .security import LoginRequired, login_url
+from .security import DEFAULT_TRUSTED_PROXIES, PEER, TRUSTED_PROXIES_ENV, LoginRequired, login_url, parse_proxies
 from .sessions import COOKIE, MAX_AGE_S, Session, Signer, load_secret
 from .throttle import LoginThrottle
 
 log = structlog.get_logger(__name__)
 HERE = Path(__file__).parent
 USER_HEADER_ENV = "CARDIOMICS_REVIEW_USER_HEADER"
+FORWARDED_ALLOW_ENV = "FORWARDED_ALLOW_IPS"  # uvicorn's name, so existing deployments keep their setting
 CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'")
 # HTTP status for typed errors a page can meet
 STATUS = {"PolicyError": 409, "NotFoundError": 404, "InputError": 400, "AuditError": 500}
 
 
-def create_app(settings: Settings | None = None, *, runs=None, user_header: str | None = None) -> FastAPI:
-    """Build the app. ``user_header`` (or $CARDIOMICS_REVIEW_USER_HEADER) trusts a reverse proxy's user header."""
+class DirectPeer:
+    """Keeps the address of the machine that opened the connection, then applies X-Forwarded-For.
+
+    uvicorn's own proxy-header step replaces the client address with the forwarded one, after which
+    the app could no longer tell whether a user header came from the proxy; so the app is served with
+    uvicorn's step off (``proxy_headers=False``) and does the same here, once it has kept the peer.
+    Left on, the forwarded address is taken for the peer and the user header is refused: it fails closed.
+    """
+
+    def __init__(self, app, forwarded_allow_ips: str) -> None:
+        from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+        self.app = ProxyHeadersMiddleware(app, trusted_hosts=forwarded_allow_ips)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket"):
+            client = scope.get("client")
+            scope[PEER] = client[0] if client else None
+        await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, *, runs=None, user_header: str | None = None,
+               trusted_proxies: str | None = None) -> FastAPI:
+    """Build the app. ``user_header`` (or $CARDIOMICS_REVIEW_USER_HEADER) trusts a reverse proxy's user header
+    when the request comes from an address in ``trusted_proxies`` (or $CARDIOMICS_REVIEW_TRUSTED_PROXIES,
+    default loopback)."""
     from cardiomics.agents.runs import Runs
 
     settings = (settings or Settings.from_env()).ensure()
@@ -46,6 +71,8 @@ def create_app(settings: Settings | None = None, *, runs=None, user_header: str 
     app.state.login_throttle = LoginThrottle()  # failed-login counters of this process (see throttle.py)
     app.state.signer = Signer(load_secret(settings.home))
     app.state.user_header = (user_header if user_header is not None else os.environ.get(USER_HEADER_ENV, "")).strip() or None
+    app.state.trusted_proxies = parse_proxies(trusted_proxies if trusted_proxies is not None
+                                              else os.environ.get(TRUSTED_PROXIES_ENV, DEFAULT_TRUSTED_PROXIES))
     app.state.templates = Jinja2Templates(directory=HERE / "templates")
     app.state.templates.env.filters["when"] = _when
     app.state.qc_ids = {}  # run_id -> (study_id, segmentation_id)
@@ -92,7 +119,10 @@ def create_app(settings: Settings | None = None, *, runs=None, user_header: str 
     from .routes import router
 
     app.include_router(router)
-    log.info("review app ready", home=str(settings.home), trusted_header=bool(app.state.user_header))
+    # added last, so it runs first: every route and middleware above sees the peer already kept
+    app.add_middleware(DirectPeer, forwarded_allow_ips=os.environ.get(FORWARDED_ALLOW_ENV, DEFAULT_TRUSTED_PROXIES))
+    log.info("review app ready", home=str(settings.home), trusted_header=bool(app.state.user_header),
+             trusted_proxies=[str(n) for n in app.state.trusted_proxies] if app.state.user_header else None)
     return app
 
 

@@ -91,6 +91,8 @@ def login(request: Request, username: str = Form(""), password: str = Form(""), 
         log.info("review login throttled", user=username[:64], client=address, counter=attempt.counter,
                  retry_after_s=attempt.retry_after_s)
         return _locked_out(request, next, attempt)
+    # read before the password check: a password replaced in between leaves this session stale, never the reverse
+    epoch = request.app.state.accounts.epoch(username)
     if not request.app.state.accounts.check(username, password):
         log.warning("review login refused", user=username[:64], client=address)
         lockout = throttle.failed(attempt)
@@ -100,7 +102,7 @@ def login(request: Request, username: str = Form(""), password: str = Form(""), 
                         retry_after_s=lockout.retry_after_s)
         return _render(request, "login.html", status_code=401, next=safe_next(next), error="Unknown reviewer or wrong password.", user=None)
     throttle.succeeded(attempt)
-    request.state.session = Session.new(user=username)  # new CSRF token on login
+    request.state.session = Session.new(user=username, epoch=epoch)  # new CSRF token on login
     log.info("review login", user=username)
     return RedirectResponse(safe_next(next), status_code=303)
 
@@ -255,6 +257,9 @@ def decide(request: Request, run_id: str, decision: str = Form(""), comment: str
     if decision not in ("approved", "rejected", "changes-requested"):
         raise InputError("bad-decision", f"unknown decision {decision!r}")
     comment = comment.strip()
+    if expect == "sign-off" and version is None:  # without it a stale page could sign a draft the reviewer never saw
+        raise InputError("version-required", "the sign-off form does not name the draft version it shows",
+                         hint="reload the report and decide again")
     if decision == "changes-requested" and not comment:
         raise InputError("comment-required", "say what should change: a comment is required to request changes")
     runs = _runs(request)

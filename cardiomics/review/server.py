@@ -37,7 +37,9 @@ def serve_in_thread(app, host: str = "127.0.0.1", port: int | None = None) -> It
     import uvicorn
 
     port = port or free_port(host)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
+    # proxy headers are applied by the app itself (see app.DirectPeer)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                           proxy_headers=False))
     thread = threading.Thread(target=server.run, name="review-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -17,22 +17,55 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cardiomics.errors import InputError
+
 COOKIE = "cardiomics_review"
 MAX_AGE_S = 12 * 3600
+SECRET_FILE = "review_secret.key"
+SECRET_BYTES = 32
 
 
 def load_secret(home: str | Path) -> bytes:
-    """The signing key; created (0600) on first use."""
-    path = Path(home) / "review_secret.key"
+    """The signing key; created (0600) on first use, refused unless it is exactly ``SECRET_BYTES`` long.
+
+    A short key would make every cookie forgeable, so a damaged key file stops the app rather than
+    being used.
+    """
+    path = Path(home) / SECRET_FILE
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process created it first
-            return path.read_bytes()
+        _create_secret(path)
+    secret = path.read_bytes()
+    if len(secret) != SECRET_BYTES:
+        raise InputError("bad-session-key", f"the session key {path} holds {len(secret)} bytes, not {SECRET_BYTES}",
+                         hint=f"delete {path} and start again to make a new key (everyone is logged out)")
+    return secret
+
+
+def _create_secret(path: Path) -> None:
+    """Write a complete key beside ``path`` and link it into place: readers never see a partial file.
+
+    ``os.link`` fails if the name exists, so of two first starts exactly one key wins and the loser
+    reads the winner's complete file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(secrets.token_bytes(32))
-    return path.read_bytes()
+            fh.write(secrets.token_bytes(SECRET_BYTES))
+            fh.flush()
+            os.fsync(fh.fileno())  # on disk before its name is: a crash cannot leave an empty key
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the new name survives a crash too
+    finally:
+        os.close(folder)
 
 
 def _b64(data: bytes) -> str:
@@ -45,13 +78,17 @@ def _unb64(text: str) -> bytes:
 
 @dataclass(frozen=True)
 class Session:
+    """``epoch`` names the password record the user logged in with: a new password or a removed
+    account makes it stale, which logs that user's existing sessions out (see ``Accounts.epoch``)."""
+
     csrf: str
     user: str | None = None
     issued: float = 0.0
+    epoch: str | None = None
 
     @classmethod
-    def new(cls, user: str | None = None) -> Session:
-        return cls(csrf=secrets.token_urlsafe(32), user=user, issued=time.time())
+    def new(cls, user: str | None = None, epoch: str | None = None) -> Session:
+        return cls(csrf=secrets.token_urlsafe(32), user=user, issued=time.time(), epoch=epoch)
 
 
 class Signer:
@@ -62,7 +99,8 @@ class Signer:
         return _b64(hmac.new(self._key, body.encode(), hashlib.sha256).digest())
 
     def dump(self, session: Session) -> str:
-        body = _b64(json.dumps({"c": session.csrf, "u": session.user, "t": round(session.issued)}).encode())
+        body = _b64(json.dumps({"c": session.csrf, "u": session.user, "t": round(session.issued),
+                                "e": session.epoch}).encode())
         return f"{body}.{self._mac(body)}"
 
     def load(self, cookie: str | None) -> Session | None:
@@ -78,7 +116,7 @@ class Signer:
             return None
         if time.time() - float(data.get("t", 0)) > MAX_AGE_S:
             return None
-        return Session(csrf=str(data["c"]), user=data.get("u"), issued=float(data["t"]))
+        return Session(csrf=str(data["c"]), user=data.get("u"), issued=float(data["t"]), epoch=data.get("e"))
 
 
 def csrf_ok(session: Session | None, token: str | None) -> bool:

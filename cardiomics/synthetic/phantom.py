@@ -391,12 +391,19 @@ def _bias(spec: PhantomSpec, rng: np.random.Generator) -> np.ndarray:
     return (1.0 + spec.bias_strength * f).astype(np.float32)
 
 
-def _aha_map(spec: PhantomSpec, grid: _Grid, myo: np.ndarray) -> np.ndarray:
-    """AHA 16-segment number of each myocardium voxel of a (S, r, c) crop (0 elsewhere)."""
+_MIN_CAVITY_VOXELS = 3  # as regional_function: fewer LV cavity voxels on a slice is no cavity
+
+
+def _aha_map(spec: PhantomSpec, grid: _Grid, myo: np.ndarray, cavity: np.ndarray) -> np.ndarray:
+    """AHA 16-segment number of each myocardium voxel of a (S, r, c) crop (0 elsewhere).
+
+    The levels are thirds of the slices from the first to the last with an LV cavity, as the 16-segment
+    model and ``regional_function`` define them: the myocardial cap beyond the cavity is in no segment."""
     beta = np.degrees(np.arctan2(grid.eta, grid.xi)) % 360.0
     seg = np.zeros(myo.shape, dtype=np.uint8)
-    slices = [s for s in range(myo.shape[0]) if myo[s].any()]
-    if not slices:
+    with_cavity = [s for s in range(myo.shape[0]) if np.count_nonzero(cavity[s]) >= _MIN_CAVITY_VOXELS]
+    slices = [s for s in range(myo.shape[0]) if myo[s].any() and with_cavity and with_cavity[0] <= s <= with_cavity[-1]]
+    if len(slices) < 3:
         return seg
     basal, mid, apical = np.array_split(np.asarray(slices), 3)
     six = (np.floor(((beta + 120.0) % 360.0) / 60.0)).astype(np.int64)  # 0: [240,300) anterior ... 5: [180,240)
@@ -504,21 +511,23 @@ def make_phantom(spec: PhantomSpec | None = None) -> Phantom:
     counts = np.stack([np.count_nonzero(labels == k, axis=(1, 2, 3)) for k in (RV_CAVITY, LV_MYOCARDIUM, LV_CAVITY)], axis=1)
     rv_curve, myo_curve, lv_curve = (counts[:, i] * voxel_ml for i in range(3))
     ed, es = int(np.argmax(lv_curve)), int(np.argmin(lv_curve))
+    rv_ed, rv_es = int(np.argmax(rv_curve)), int(np.argmin(rv_curve))  # each ventricle's own extremes, as cardiac_function
     truth: dict[str, Any] = {
         "lv_edv_ml": float(lv_curve[ed]), "lv_esv_ml": float(lv_curve[es]),
         "lv_sv_ml": float(lv_curve[ed] - lv_curve[es]),
         "lv_ef_pct": float(100.0 * (lv_curve[ed] - lv_curve[es]) / lv_curve[ed]),
         "lv_mass_g": float(myo_curve[ed] * MYOCARDIAL_DENSITY_G_PER_ML),
-        "rv_edv_ml": float(rv_curve[ed]), "rv_esv_ml": float(rv_curve[es]),
-        "rv_ef_pct": float(100.0 * (rv_curve[ed] - rv_curve[es]) / rv_curve[ed]) if rv_curve[ed] > 0 else 0.0,
-        "ed_frame": ed, "es_frame": es,
+        "rv_edv_ml": float(rv_curve[rv_ed]), "rv_esv_ml": float(rv_curve[rv_es]),
+        "rv_ef_pct": float(100.0 * (rv_curve[rv_ed] - rv_curve[rv_es]) / rv_curve[rv_ed]) if rv_curve[rv_ed] > 0 else 0.0,
+        "ed_frame": ed, "es_frame": es, "rv_ed_frame": rv_ed, "rv_es_frame": rv_es,
         "lv_volume_curve_ml": [float(v) for v in lv_curve],
         "rv_volume_curve_ml": [float(v) for v in rv_curve],
         "lv_myo_volume_curve_ml": [float(v) for v in myo_curve],
         "voxel_ml": float(voxel_ml),
     }
     aha = np.zeros((S, R, C), dtype=np.uint8)
-    aha[:, r0:r1, c0:c1] = _aha_map(spec, grid, labels[ed, :, r0:r1, c0:c1] == LV_MYOCARDIUM)
+    crop_ed = labels[ed, :, r0:r1, c0:c1]
+    aha[:, r0:r1, c0:c1] = _aha_map(spec, grid, crop_ed == LV_MYOCARDIUM, crop_ed == LV_CAVITY)
     return Phantom(images=images, labels=labels, spacing_mm=spacing, truth=truth, spec=spec, aha_segments=aha)
 
 
@@ -532,7 +541,7 @@ def make_lge(spec: PhantomSpec | None = None) -> LgePhantom:
     levels = dict(_LGE)
     # geometry of frame 0 (ED) without the scar, to place it
     lab0, _, myo = _render(spec, geo, grid, 0, levels)
-    seg_crop = _aha_map(spec, grid, myo)
+    seg_crop = _aha_map(spec, grid, myo, lab0 == LV_CAVITY)
     # normalised wall depth from the endocardium (0) to the epicardium (1); the ellipses are similar
     s_rad = np.sqrt(grid.xi**2 + (grid.eta / geo.eps) ** 2)
     endo = geo.b_cav[0].astype(np.float32)[:, None, None]

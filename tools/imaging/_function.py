@@ -6,12 +6,16 @@ import math
 from typing import Literal
 
 import numpy as np
+import structlog
 from pydantic import BaseModel, Field
 
 from .._registry import ToolContext, tool
-from ..contract import Estimate, Interval, ModelRef, QcCheck, ToolOutput
+from ..contract import Estimate, ModelRef, QcCheck, ToolOutput
+from ._interval import tta_interval
 from ._labels import LV, MYO, MYOCARDIAL_DENSITY_G_PER_ML, RV
 from ._reference import Sex, reference_range
+
+log = structlog.get_logger(__name__)
 
 
 class CardiacFunctionInput(BaseModel):
@@ -23,8 +27,14 @@ class CardiacFunctionInput(BaseModel):
 
 
 class CardiacFunction(ToolOutput):
-    ed_frame: int = Field(description="End-diastolic frame: largest LV cavity volume over the cine.")
-    es_frame: int = Field(description="End-systolic frame: smallest LV cavity volume over the cine.")
+    ed_frame: int = Field(description=(
+        "LV end-diastolic frame: largest LV cavity volume over the cine (LV volumes and mass are taken here)."))
+    es_frame: int = Field(description="LV end-systolic frame: smallest LV cavity volume over the cine.")
+    rv_ed_frame: int = Field(description=(
+        "RV end-diastolic frame: largest RV cavity volume over the cine (RV volumes and RVEF use the RV's own frames)."))
+    rv_es_frame: int = Field(description=(
+        "RV end-systolic frame: smallest RV cavity volume over the cine; may follow the LV's (e.g. right bundle branch "
+        "block, RV pacing)."))
     lv_edv_ml: Estimate
     lv_esv_ml: Estimate
     lv_sv_ml: Estimate
@@ -44,10 +54,10 @@ class CardiacFunction(ToolOutput):
     qc_verdict: Literal["pass", "warn", "fail"]
 
 
-def _indices(labels: np.ndarray, voxel_ml: float, ed: int, es: int) -> dict[str, float]:
-    """Every index from one label map (T, S, R, C), at the given ED and ES frames."""
+def _indices(labels: np.ndarray, voxel_ml: float, ed: int, es: int, rv_ed: int, rv_es: int) -> dict[str, float]:
+    """Every index from one label map (T, S, R, C): LV at frames ``ed``/``es``, RV at ``rv_ed``/``rv_es``."""
     vol = lambda frame, v: float((labels[frame] == v).sum()) * voxel_ml  # noqa: E731
-    lv_edv, lv_esv, rv_edv, rv_esv = vol(ed, LV), vol(es, LV), vol(ed, RV), vol(es, RV)
+    lv_edv, lv_esv, rv_edv, rv_esv = vol(ed, LV), vol(es, LV), vol(rv_ed, RV), vol(rv_es, RV)
     return {
         "lv_edv_ml": lv_edv, "lv_esv_ml": lv_esv, "lv_sv_ml": lv_edv - lv_esv,
         "lv_ef_pct": 100.0 * (lv_edv - lv_esv) / lv_edv if lv_edv > 0 else 0.0,
@@ -83,9 +93,13 @@ def _example(ctx: ToolContext) -> dict:
 def cardiac_function(inp: CardiacFunctionInput, ctx: ToolContext) -> CardiacFunction:
     """LV and RV volumes, stroke volume, ejection fractions and LV mass (1.05 g/ml) from a segmentation.
 
-    Use after `segment`. End-diastole and end-systole are the largest and smallest LV cavity volume
-    over the whole cine. Indexed values need height and weight (Mosteller BSA). Each value carries
-    an interval from test-time augmentation and a flag against published adult reference ranges.
+    Use after `segment`. End-diastole and end-systole are found for each ventricle separately (SCMR
+    post-processing recommendations): the largest and smallest LV cavity volume over the cine for
+    the LV indices and mass (`ed_frame`, `es_frame`), the largest and smallest RV cavity volume for
+    the RV indices (`rv_ed_frame`, `rv_es_frame`; a QC note says when they differ from the LV's).
+    Indexed values need height and weight (Mosteller BSA). Each value carries a 95 % interval from
+    test-time augmentation (t quantile over the few members, clipped to the physical range) and a
+    flag against published adult reference ranges.
     """
     meta = ctx.store.meta(inp.segmentation_id)
     arrays = ctx.store.arrays(inp.segmentation_id)
@@ -97,8 +111,11 @@ def cardiac_function(inp: CardiacFunctionInput, ctx: ToolContext) -> CardiacFunc
     lv_curve = (labels == LV).sum(axis=(1, 2, 3)) * voxel_ml
     rv_curve = (labels == RV).sum(axis=(1, 2, 3)) * voxel_ml
     ed, es = int(np.argmax(lv_curve)), int(np.argmin(lv_curve))
-    point = _indices(labels, voxel_ml, ed, es)
-    members = [_indices(m, voxel_ml, ed, es) for m in arrays.get("tta", [])]
+    # each ventricle at its own extremes: RV contraction can lag the LV's (conduction delay, pacing)
+    rv_ed, rv_es = int(np.argmax(rv_curve)), int(np.argmin(rv_curve))
+    frames = (ed, es, rv_ed, rv_es)
+    point = _indices(labels, voxel_ml, *frames)
+    members = [_indices(m, voxel_ml, *frames) for m in arrays.get("tta", [])]
 
     bsa = mosteller_bsa(inp.height_cm, inp.weight_kg) if inp.height_cm and inp.weight_kg else None
     if bsa:
@@ -109,12 +126,9 @@ def cardiac_function(inp: CardiacFunctionInput, ctx: ToolContext) -> CardiacFunc
                 m[dst] = m[src] / bsa
 
     def estimate(name: str) -> Estimate:
-        interval = None
-        if len(members) >= 2:
-            values = np.array([point[name]] + [m[name] for m in members])
-            sd = float(values.std(ddof=1))
-            interval = Interval(lower=round(point[name] - 1.96 * sd, 1), upper=round(point[name] + 1.96 * sd, 1), level=0.95,
-                                method=f"±1.96 SD over the prediction and {len(members)} test-time augmentations (segmentation uncertainty only)")
+        # ejection fractions lie in 0-100 %, volumes and masses are not negative
+        upper = 100.0 if name.endswith("_pct") else None
+        interval = tta_interval(point[name], [m[name] for m in members], lower_bound=0.0, upper_bound=upper)
         return Estimate.of(point[name], _unit(name), reference=reference_range(name, inp.sex), interval=interval)
 
     fields = {name: estimate(name) for name in point}
@@ -125,9 +139,14 @@ def cardiac_function(inp: CardiacFunctionInput, ctx: ToolContext) -> CardiacFunc
         QcCheck(check="lv-mass-plausible", passed=20 <= point["lv_mass_g"] <= 500, detail=f"LV mass {point['lv_mass_g']:.0f} g (20–500 g plausible)"),
         QcCheck(check="rv-found", passed=point["rv_edv_ml"] > 5, detail=f"RVEDV {point['rv_edv_ml']:.0f} ml"),
     ]
+    if (rv_ed, rv_es) != (ed, es):  # informational: a lagging RV is physiology or a segmentation fault, for the reviewer to judge
+        qc.append(QcCheck(check="rv-frames", passed=True, detail=(
+            f"RV end-diastole frame {rv_ed}, end-systole frame {rv_es} (LV: {ed}, {es}); RV volumes and RVEF are taken "
+            "at the RV's own frames")))
+        log.info("rv frames differ from lv", ed=ed, es=es, rv_ed=rv_ed, rv_es=rv_es)
     verdict = "pass" if all(q.passed for q in qc) else "warn"
     return CardiacFunction(
-        ed_frame=ed, es_frame=es, bsa_m2=round(bsa, 3) if bsa else None,
+        ed_frame=ed, es_frame=es, rv_ed_frame=rv_ed, rv_es_frame=rv_es, bsa_m2=round(bsa, 3) if bsa else None,
         lv_volume_curve_ml=[round(float(v), 2) for v in lv_curve], rv_volume_curve_ml=[round(float(v), 2) for v in rv_curve],
         qc=qc, qc_verdict=verdict, **fields,
     )

@@ -11,7 +11,11 @@ Two standard thresholding methods (Flett et al., JACC Cardiovasc Imaging 2011;4:
   least 0.1 ml (isolated noisy voxels are no seed: then no scar is called); its 99th intensity
   percentile stands for the maximum, so one noisy voxel cannot set the threshold.
 
-Scar burden is a share of the LV myocardial volume of the segmentation; mass uses 1.05 g/ml.
+Scar burden is a share of the LV myocardial volume of the segmentation; mass uses 1.05 g/ml. Scar
+in the apical cap (myocardium beyond the end of the LV cavity) counts in the total but in no AHA
+segment. Which segments are anterior and which inferior depends on the display handedness: when
+the image geometry cannot tell it and it is not given, the standard view is assumed and the
+``segments-located`` QC check fails (verdict warn).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from ..contract import Estimate, ModelRef, QcCheck, ToolOutput
 from ._bullseye import BullseyeFigure, bullseye_figure
 from ._labels import LV, MYO, MYOCARDIAL_DENSITY_G_PER_ML
 from ._load import load_stack
-from ._regional import SEGMENT_NAMES, Orientation, resolve_orientation
+from ._regional import SEGMENT_NAMES, Orientation, orientation_detail, resolve_orientation
 
 log = structlog.get_logger(__name__)
 _MIN_REMOTE_VOXELS = 20
@@ -74,6 +78,8 @@ class LgeBurden(ToolOutput):
         "Burden (%) with a stricter and a looser threshold (nsd: n_sd + 1 and n_sd - 1; fwhm: 60 % and 40 % of maximum): "
         "how much the number depends on the threshold choice."))
     segments: list[LgeSegment]
+    orientation_source: Literal["given", "study-geometry", "assumed"] = Field(description=(
+        "Where the display handedness came from: the argument, the image geometry, or assumed (standard view)."))
     orientation_note: str
     figures: list[BullseyeFigure]
     qc: list[QcCheck]
@@ -164,7 +170,9 @@ def lge_burden(inp: LgeBurdenInput, ctx: ToolContext) -> LgeBurden:
     Use after `load_study` on the single-frame LGE series and a segmentation on the same grid (a
     segmentation of the LGE image, or a cine segmentation with identical slices and matrix: its
     end-diastolic frame is used). Methods: n-SD above remote myocardium (default 5 SD) or full width
-    at half maximum. Returns a stored scar mask id and a bullseye of per-segment burden.
+    at half maximum. Returns a stored scar mask id and a bullseye of per-segment burden. Without image
+    geometry that shows which way is anterior (and no `orientation` given) the segments rest on an
+    assumed display and QC warns: anterior and inferior segments may be swapped.
     """
     stack = load_stack(ctx.store, inp.study_id)
     if stack.n_frames != 1:
@@ -188,7 +196,7 @@ def lge_burden(inp: LgeBurdenInput, ctx: ToolContext) -> LgeBurden:
     if not myo.any():
         raise InputError("no-myocardium", f"the segmentation {inp.segmentation_id} holds no LV myocardium (label 2) on frame {frame_idx}",
                          hint="check the segmentation QC; scar burden needs the LV wall")
-    frame, _source, note = resolve_orientation(ctx.store, inp.study_id, inp.orientation, labels, stack.spacing_mm)
+    frame, source, note = resolve_orientation(ctx.store, inp.study_id, inp.orientation, labels, stack.spacing_mm)
     segs = frame.segment_map(myo)
     voxel_ml = float(np.prod(stack.spacing_mm)) / 1000.0
     res = _scar_mask(image, myo, segs, inp.method, inp.n_sd, voxel_ml)
@@ -213,14 +221,15 @@ def lge_burden(inp: LgeBurdenInput, ctx: ToolContext) -> LgeBurden:
         QcCheck(check="remote-is-unenhanced", passed=float(per_seg[res["remote"] - 1].scar_pct) < 5.0,
               detail=f"remote segment {res['remote']} ({SEGMENT_NAMES[res['remote']]}): {per_seg[res['remote'] - 1].scar_pct:.1f} % scar"),
         QcCheck(check="remote-size", passed=remote_share >= 0.02, detail=f"remote segment holds {100 * remote_share:.1f} % of the myocardium"),
-        QcCheck(check="segments-located", passed=True, detail=note),
+        # an assumed handedness can mirror anterior and inferior, putting scar in the wrong segments
+        QcCheck(check="segments-located", passed=source != "assumed", detail=orientation_detail(source, note)),
     ]
     if inp.method == "fwhm":
         qc.append(QcCheck(check="fwhm-seed", passed=bool(res["seed_found"]),
                         detail="hyperenhanced seed found" if res["seed_found"] else
                         f"no hyperenhanced region of ≥ {_MIN_SEED_ML} ml above the n-SD seed threshold: no scar called"))
     verdict = "pass" if all(q.passed for q in qc) else "warn"
-    log.info("lge burden", method=inp.method, burden_pct=round(burden, 2), remote=res["remote"])
+    log.info("lge burden", method=inp.method, burden_pct=round(burden, 2), remote=res["remote"], orientation=source)
     return LgeBurden(
         scar_mask_id=scar_id, study_id=inp.study_id, segmentation_id=inp.segmentation_id, segmentation_frame=frame_idx,
         method=inp.method, threshold=round(float(res["threshold"]), 4) if np.isfinite(res["threshold"]) else 0.0,
@@ -228,5 +237,5 @@ def lge_burden(inp: LgeBurdenInput, ctx: ToolContext) -> LgeBurden:
         scar_burden_pct=Estimate.of(burden, "%"), scar_volume_ml=Estimate.of(n_scar * voxel_ml, "ml", ndigits=2),
         scar_mass_g=Estimate.of(n_scar * voxel_ml * MYOCARDIAL_DENSITY_G_PER_ML, "g", ndigits=2),
         lv_myocardium_ml=round(n_myo * voxel_ml, 2), threshold_sensitivity_pct=[round(x, 2) for x in res["sensitivity"]],
-        segments=per_seg, orientation_note=note, figures=[fig], qc=qc, qc_verdict=verdict,
+        segments=per_seg, orientation_source=source, orientation_note=note, figures=[fig], qc=qc, qc_verdict=verdict,
     )

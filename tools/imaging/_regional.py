@@ -1,7 +1,9 @@
 """regional_function: AHA 16-segment wall thickness and systolic thickening from a cine segmentation.
 
-Segment model (Cerqueira et al., Circulation 2002): the short-axis slices holding LV myocardium at
-end-diastole are split into basal / mid / apical thirds (6 / 6 / 4 segments). The angular origin
+Segment model (Cerqueira et al., Circulation 2002): the short-axis slices with an LV cavity at
+end-diastole (and any cavity-less slice between them) are split into basal / mid / apical thirds
+(6 / 6 / 4 segments). Myocardium beyond the end of the cavity (the apical cap: segment 17 of the
+17-segment model, outside the 16-segment one) belongs to no level and no segment. The angular origin
 comes from the anatomy: on every slice the myocardium touching the RV cavity forms an arc whose
 ends are the anterior and inferior RV insertion points; their bisector is the mid-septum (the
 boundary of segments 2|3 and 8|9, the centre of 14). Slices without RV contact (usually apical)
@@ -35,6 +37,7 @@ from cardiomics.errors import InputError
 from .._registry import ToolContext, tool
 from ..contract import Estimate, Interval, ModelRef, QcCheck, ReferenceRange, ToolOutput
 from ._bullseye import BullseyeFigure, bullseye_figure
+from ._interval import tta_interval
 from ._labels import LV, MYO, RV
 
 log = structlog.get_logger(__name__)
@@ -51,6 +54,7 @@ Orientation = Literal["auto", "standard", "mirrored"]
 STANDARD_VIEW = ("standard short-axis view assumed (as seen from the apex: RV on the screen left, anterior up): "
                  "the anterior RV insertion lies clockwise on screen from the septum")
 _DATA = Path(__file__).with_name("data") / "regional_reference.json"
+_MIN_CAVITY_VOXELS = 3  # fewer LV cavity voxels on a slice: no cavity (apical cap, stray labels)
 
 
 @lru_cache(maxsize=1)
@@ -59,8 +63,10 @@ def _reference_table() -> dict:
 
 
 def thickness_reference() -> ReferenceRange:
+    """ED wall-thickness cut-offs: published as thinning <= lower and hypertrophy >= upper, so inclusive."""
     entry = _reference_table()["ed_wall_thickness_mm"]
-    return ReferenceRange(lower=entry["lower"], upper=entry["upper"], population=entry["population"], source=entry["source"])
+    return ReferenceRange(lower=entry["lower"], upper=entry["upper"], population=entry["population"], source=entry["source"],
+                          inclusive=bool(entry.get("inclusive", False)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -75,7 +81,7 @@ def _screen_angles(shape: tuple[int, int], centre: tuple[float, float], row_mm: 
 
 def _centre(mask_cavity: np.ndarray, mask_myo: np.ndarray) -> tuple[float, float]:
     """LV blood-pool centroid; the centroid of the myocardium where there is no cavity (apical cap)."""
-    use = mask_cavity if mask_cavity.sum() >= 3 else (mask_myo | mask_cavity)
+    use = mask_cavity if mask_cavity.sum() >= _MIN_CAVITY_VOXELS else (mask_myo | mask_cavity)
     r, c = ndimage.center_of_mass(use)
     return float(r), float(c)
 
@@ -148,8 +154,10 @@ def _base_first(labels_ed: np.ndarray, slices: list[int]) -> bool:
 def aha_frame(labels_ed: np.ndarray, spacing_mm, *, handedness: int = 1) -> AhaFrame:
     """Locate the 16 AHA segments on an ED label map (S, R, C) with ACDC values.
 
-    Raises InputError when there is no myocardium, fewer than three slices hold it, or the RV never
-    touches the myocardium (the septum cannot then be found from the anatomy).
+    The levels are thirds of the slices from the first to the last one with an LV cavity; myocardial
+    slices beyond them (the apical cap) get no level. Raises InputError when there is no myocardium,
+    fewer than three slices hold it or span the cavity, or the RV never touches the myocardium (the
+    septum cannot then be found from the anatomy).
     """
     labels_ed = np.asarray(labels_ed)
     if labels_ed.ndim != 3:
@@ -165,11 +173,18 @@ def aha_frame(labels_ed: np.ndarray, spacing_mm, *, handedness: int = 1) -> AhaF
         raise InputError("too-few-slices", f"LV myocardium on only {len(slices)} slice(s); the AHA model needs basal, mid and apical slices",
                          hint="use a short-axis stack covering the LV from base to apex")
     base_first = _base_first(labels_ed, slices)
-    ordered = slices if base_first else slices[::-1]
+    # the apical cap has no cavity: split it into the thirds and it shifts every level boundary apically
+    cavity = [s for s in slices if np.count_nonzero(labels_ed[s] == LV) >= _MIN_CAVITY_VOXELS]
+    levelled = [s for s in slices if cavity and cavity[0] <= s <= cavity[-1]]
+    if len(levelled) < 3:
+        raise InputError("too-few-slices", f"an LV cavity on only {len(levelled)} slice(s); the AHA model needs basal, mid and apical slices",
+                         hint="use a short-axis stack covering the LV from base to apex, with the LV cavity segmented")
+    ordered = levelled if base_first else levelled[::-1]
     frame = AhaFrame(row_mm=row_mm, col_mm=col_mm, handedness=1 if handedness >= 0 else -1, base_first=base_first)
     for name, group in zip(("basal", "mid", "apical"), np.array_split(np.asarray(ordered), 3)):
         for s in group:
             frame.level[int(s)] = name  # type: ignore[assignment]
+    slices = levelled
     reach = max(1, int(round(2.0 / min(row_mm, col_mm))))  # RV within ~2 mm of the wall counts as contact
     found: dict[int, float] = {}
     for s in slices:
@@ -202,6 +217,8 @@ def aha_frame(labels_ed: np.ndarray, spacing_mm, *, handedness: int = 1) -> AhaF
 
 def aha_segments(labels_ed: np.ndarray, spacing, *, handedness: int = 1) -> np.ndarray:
     """AHA 16-segment number (1-16) of every LV myocardium voxel of an ED label map (S, R, C); 0 elsewhere.
+
+    The apical cap (myocardium beyond the end of the LV cavity) is outside the 16 segments: 0.
 
     ``spacing``: (slice, row, column) mm (only the in-plane part is used). ``handedness`` +1 for the
     standard short-axis view, -1 for a mirrored one.
@@ -264,6 +281,15 @@ def handedness_from_geometry(study_meta: dict | None, frame: AhaFrame) -> int | 
     if not votes or abs(sum(votes)) < 0.6 * len(votes):
         return None
     return 1 if sum(votes) > 0 else -1
+
+
+def orientation_detail(source: str, note: str) -> str:
+    """QC detail for the display handedness: an assumed one may have anterior and inferior swapped."""
+    if source != "assumed":
+        return note
+    return (f"{note}; the image geometry (none, axis-aligned or uncoded affine) does not show which RV insertion is "
+            "anterior, so anterior and inferior segments may be swapped: give orientation 'standard' or 'mirrored' "
+            "when the display is known")
 
 
 def resolve_orientation(store, study_id: str | None, orientation: Orientation, labels_ed: np.ndarray,
@@ -346,7 +372,7 @@ def _measured_slices(labels_ed: np.ndarray, frame: AhaFrame) -> dict[int, bool]:
     out: dict[int, bool] = {}
     for name in ("basal", "mid", "apical"):
         group = [s for s in frame.slices if frame.level[s] == name]
-        with_cavity = [s for s in group if (labels_ed[s] == LV).sum() >= 3]
+        with_cavity = [s for s in group if (labels_ed[s] == LV).sum() >= _MIN_CAVITY_VOXELS]
         for s in with_cavity or group:
             out[s] = True
     return out
@@ -427,9 +453,11 @@ def regional_function(inp: RegionalFunctionInput, ctx: ToolContext) -> RegionalF
     """AHA 16-segment end-diastolic and end-systolic wall thickness and systolic thickening, with a bullseye.
 
     Use after `segment` on a short-axis cine (several frames, LV and RV segmented). Segments are
-    placed from the anatomy: basal / mid / apical thirds of the slices holding myocardium at ED, and
-    the septum between the RV insertion points. ED wall thickness is flagged against published
-    cut-offs (thinning, hypertrophy). Returns the stored segment map id for `lge_burden` and figures.
+    placed from the anatomy: basal / mid / apical thirds of the slices with an LV cavity at ED (the
+    cavity-less apical cap is in no segment), and the septum between the RV insertion points. ED wall
+    thickness is flagged against published cut-offs, the cut-off itself abnormal (thinning at or
+    below 5.5 mm, hypertrophy at or above 15 mm). Intervals: 95 % from test-time augmentation (t
+    quantile). Returns the stored segment map id for `lge_burden` and figures.
     """
     meta = ctx.store.meta(inp.segmentation_id)
     arrays = ctx.store.arrays(inp.segmentation_id)
@@ -458,18 +486,12 @@ def regional_function(inp: RegionalFunctionInput, ctx: ToolContext) -> RegionalF
     ref = thickness_reference()
 
     def interval(k: int, point: float, kind: str) -> Interval | None:
-        if len(members) < 2 or not np.isfinite(point):
-            return None
-        vals = [point]
+        vals = []
         for m in members:
             a, b = m[0][k][0], m[1][k][0]
             vals.append(a if kind == "ed" else b if kind == "es" else 100.0 * (b - a) / a if a > 0 else np.nan)
-        vals = np.asarray(vals, dtype=float)
-        if not np.isfinite(vals).all():
-            return None
-        sd = float(vals.std(ddof=1))
-        return Interval(lower=round(point - 1.96 * sd, 1), upper=round(point + 1.96 * sd, 1), level=0.95,
-                        method=f"±1.96 SD over the prediction and {len(members)} test-time augmentations (segmentation uncertainty only)")
+        # thickness is not negative, so thickening (ES - ED) / ED is at least -100 %; it has no upper limit
+        return tta_interval(point, vals, lower_bound=-100.0 if kind == "pct" else 0.0)
 
     segments = []
     for k, name in SEGMENT_NAMES.items():
@@ -508,8 +530,8 @@ def regional_function(inp: RegionalFunctionInput, ctx: ToolContext) -> RegionalF
         QcCheck(check="ed-es-distinct", passed=ed != es, detail=f"ED frame {ed}, ES frame {es}"),
         QcCheck(check="all-segments-measured", passed=n_missing == 0, detail=f"{16 - n_missing} of 16 segments measured"),
         QcCheck(check="rv-insertion-found", passed=rv_slices >= 2,
-                   detail=f"RV insertion points found on {rv_slices} of {len(frame.slices)} myocardial slices; others use the nearest"),
-        QcCheck(check="orientation", passed=source != "assumed", detail=note),
+                   detail=f"RV insertion points found on {rv_slices} of {len(frame.slices)} slices in the AHA levels; others use the nearest"),
+        QcCheck(check="orientation", passed=source != "assumed", detail=orientation_detail(source, note)),
     ]
     failed = {q.check for q in qc if not q.passed}
     verdict = "pass" if not failed else ("fail" if "ed-es-distinct" in failed else "warn")

@@ -9,14 +9,14 @@ from pydantic import BaseModel, Field
 
 from .._registry import ToolContext, tool
 from ..contract import ModelRef, QcCheck, ToolOutput
-from ._labels import LABELS
+from ._labels import LABELS, LV, RV
 from ._load import load_stack
 
 
 class SegmentInput(BaseModel):
     study_id: str = Field(pattern=r"^study-[0-9a-f]{16,64}$", description="Id returned by `load_study`.")
-    n_tta: int = Field(4, ge=0, le=8, description="Test-time augmentations of the end-diastolic and end-systolic frames, "
-                                                  "for intervals on the indices (0 = none).")
+    n_tta: int = Field(4, ge=0, le=8, description="Test-time augmentations of the end-diastolic and end-systolic frames "
+                                                  "(of each ventricle), for intervals on the indices (0 = none).")
 
 
 
@@ -61,9 +61,13 @@ def _example(ctx: ToolContext) -> dict:
 
 
 def _ed_es_frames(labels: np.ndarray) -> list[int]:
-    """End-diastole and end-systole: the frames of largest and smallest LV cavity."""
-    lv = (labels == 3).sum(axis=(1, 2, 3))
-    return sorted({int(np.argmax(lv)), int(np.argmin(lv))})
+    """End-diastole and end-systole of each ventricle: the frames of largest and smallest LV and RV cavity.
+
+    `cardiac_function` takes the RV indices at the RV's own frames, so those are augmented too.
+    """
+    lv = (labels == LV).sum(axis=(1, 2, 3))
+    rv = (labels == RV).sum(axis=(1, 2, 3))
+    return sorted({int(np.argmax(lv)), int(np.argmin(lv)), int(np.argmax(rv)), int(np.argmin(rv))})
 
 
 @tool(role="processing", example=_example)
@@ -82,7 +86,7 @@ def segment(inp: SegmentInput, ctx: ToolContext) -> SegmentationResult:
     ctx.used_input("study", ctx.store.digest(inp.study_id))
     t, s, r, c = stack.images.shape
     spacing_rc = (stack.spacing_mm[1], stack.spacing_mm[2])
-    # intervals are needed at end-diastole and end-systole only: augment those two frames, not the cine
+    # intervals are needed at each ventricle's end-diastole and end-systole only: augment those frames, not the cine
     labels, tta = net.predict(stack.images.reshape(t * s, r, c), spacing_rc, n_tta=inp.n_tta, n_slices=s,
                               tta_volumes=_ed_es_frames)
     labels = labels.reshape(t, s, r, c).astype(np.uint8)
