@@ -351,8 +351,11 @@ def test_a_rerun_analyses_what_changed_and_refuses_what_would_mix(indexed, pair,
 
 def test_ctrl_c_stops_the_cli_with_130_and_an_interrupted_summary(pair, knowledge_dir, tmp_path):
     out, env = tmp_path / "out", _env(tmp_path, knowledge_dir)
+    # SIGINT as at a terminal: a test run started in the background (`cmd &` without job control) ignores SIGINT,
+    # its children inherit that, and Python then raises no KeyboardInterrupt
     proc = subprocess.Popen([sys.executable, "-m", "cardiomics.cli", "batch", str(pair), "--out", str(out), "--workers", "1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     try:
         while not (out / SUMMARY).exists():  # written once the cluster is up, before any study is submitted
