@@ -114,8 +114,8 @@ def _is_nifti(p: Path) -> bool:
 
 
 def _nifti_stem(p: Path) -> str:
-    lower = p.name.lower()
-    return next(p.name[: -len(ext)] for ext in (".nii.gz", ".nii") if lower.endswith(ext))
+    ext = max((e for e in _NIFTI if p.name.lower().endswith(e)), key=len)  # .nii.gz before .nii
+    return p.name[: -len(ext)]
 
 
 def _folder_study(folder: Path) -> Path:
@@ -180,9 +180,9 @@ def input_fingerprint(path: str | Path) -> str:
 def salt_id(salt: bytes) -> str:
     """A short public name of a study-key salt (a hash: it reveals nothing of the salt), so outputs keyed
     with another salt are recognised."""
-    import hashlib
+    from cardiomics.hashing import sha256_bytes
 
-    return hashlib.sha256(b"cardiomics-salt-id|" + salt).hexdigest()[:16]
+    return sha256_bytes(b"cardiomics-salt-id|" + salt)[:16]
 
 
 def _sha256(path: Path) -> str:
@@ -191,21 +191,31 @@ def _sha256(path: Path) -> str:
     return sha256_file(path)
 
 
-def study_status(study_out: Path, covariates_digest: str | None = None, source: str | Path | None = None) -> str | None:
+def read_manifest(study_out: Path) -> dict[str, Any] | str:
+    """A study's manifest, or why there is none to read ("not analysed", "manifest unreadable")."""
+    try:
+        return json.loads((study_out / MANIFEST).read_text())
+    except FileNotFoundError:
+        return "not analysed"
+    except (OSError, ValueError):
+        return "manifest unreadable"
+
+
+def study_status(study_out: Path, covariates_digest: str | None = None, source: str | Path | None = None, *,
+                 manifest: dict[str, Any] | str | None = None) -> str | None:
     """None when the study is done, else why it must be analysed (again).
 
     Done means: the manifest exists, was written by this cardiomics version, every file it lists has its
     recorded hash and the audit chain verifies. With ``source``, the study's input must also be what it
     was when analysed (``input_fingerprint``); with ``covariates_digest``, the study must have been
-    analysed with those covariates (a manifest from before covariates were recorded counts as analysed with none)."""
+    analysed with those covariates (a manifest from before covariates were recorded counts as analysed with none).
+    ``manifest``: what ``read_manifest`` returned, when the caller has read it already."""
     from cardiomics.audit import verify_file
 
-    try:
-        manifest = json.loads((study_out / MANIFEST).read_text())
-    except FileNotFoundError:
-        return "not analysed"
-    except (OSError, ValueError):
-        return "manifest unreadable"
+    if manifest is None:
+        manifest = read_manifest(study_out)
+    if isinstance(manifest, str):
+        return manifest
     try:
         if manifest.get("cardiomics_version") != __version__:
             return f"analysed by cardiomics {manifest.get('cardiomics_version', 'of unknown version')}"
@@ -583,16 +593,16 @@ def _protocol(run_id: str, path: str, ctx, audit, study_out: Path, patient: Cova
 
 
 def write_table(out_dir: str | Path, studies: Iterable[str]) -> Path | None:
-    """The phenotype rows of ``studies`` (those whose outputs verify) as one Parquet table, written atomically.
-    Only the cohort's studies: a folder under ``OUT/studies`` whose study has left the studies folder
-    keeps its files but not its row. With no row, an earlier table is removed (it would describe another cohort)."""
+    """The phenotype rows of ``studies`` (done: verified on this run, or just written) as one Parquet table,
+    written atomically. Only the cohort's studies: a folder under ``OUT/studies`` whose study has left the
+    studies folder keeps its files but not its row. With no row, an earlier table is removed (it would
+    describe another cohort)."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     out = Path(out_dir)
-    rows = [json.loads((out / "studies" / name / PHENOTYPES).read_text()) for name in sorted(studies)
-            if verify_study(out / "studies" / name)]
+    rows = [json.loads((out / "studies" / name / PHENOTYPES).read_text()) for name in sorted(studies)]
     if not rows:
         (out / TABLE).unlink(missing_ok=True)
         return None
@@ -828,19 +838,14 @@ def _only_batch(out: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _check_salt(out: Path, studies: Iterable[Study], salt: bytes) -> None:
-    """Refuse to add studies keyed with this salt to outputs keyed with another: the table's study keys
-    would not be comparable. The salt is the deployment's (``CARDIOMICS_HOME``)."""
-    mine = salt_id(salt)
-    for s in studies:
-        try:
-            theirs = json.loads((out / "studies" / s.name / MANIFEST).read_text()).get("salt_id")
-        except (OSError, ValueError):
-            continue
-        if theirs not in (None, mine):
-            raise InputError("other-salt", f"study {s.name} in {out} was keyed with another study-key salt than this deployment's",
-                             hint="run the batch with the CARDIOMICS_HOME of the earlier run (the default is ./.cardiomics, "
-                                  "so run it from the same folder), or write to a new --out")
+def _check_salt(out: Path, name: str, manifest: dict[str, Any] | str, mine: str) -> None:
+    """Refuse to add studies keyed with this salt (``salt_id`` ``mine``) to outputs keyed with another: the
+    table's study keys would not be comparable. The salt is the deployment's (``CARDIOMICS_HOME``)."""
+    theirs = manifest.get("salt_id") if isinstance(manifest, dict) else None
+    if theirs not in (None, mine):
+        raise InputError("other-salt", f"study {name} in {out} was keyed with another study-key salt than this deployment's",
+                         hint="run the batch with the CARDIOMICS_HOME of the earlier run (the default is ./.cardiomics, "
+                              "so run it from the same folder), or write to a new --out")
 
 
 def run_batch(studies_dir: str | Path, out_dir: str | Path, *, workers: int = 1, address: str | None = None,
@@ -877,11 +882,14 @@ def _run_locked(studies: list[Study], per_study: dict[str, Covariates], studies_
     todo: list[Study] = []
     again: dict[str, int] = {}
     salt = _deployment_salt()
-    _check_salt(out, studies, salt)
+    manifests = {s.name: read_manifest(out / "studies" / s.name) for s in studies}
+    mine = salt_id(salt)
+    for s in studies:  # every study first: a refusal comes before any study is analysed
+        _check_salt(out, s.name, manifests[s.name], mine)
     for s in studies:
         # without --covariates a rerun resumes: finished studies keep the covariates they were analysed with
         wanted = covariates_sha256(per_study.get(s.name)) if covariates is not None else None
-        why = study_status(out / "studies" / s.name, wanted, s.path)
+        why = study_status(out / "studies" / s.name, wanted, s.path, manifest=manifests[s.name])
         if why is None:
             outcomes.append(StudyOutcome(study=s.name, status="skipped"))
             continue

@@ -120,7 +120,8 @@ def test_session_cookie_is_signed(tmp_path):
 def test_session_key_is_created_whole_and_a_damaged_one_is_refused(tmp_path, settings):
     from cardiomics.errors import InputError
     from cardiomics.review import create_app
-    from cardiomics.review.sessions import SECRET_BYTES, _create_secret, load_secret
+    from cardiomics.review.sessions import SECRET_BYTES, load_secret
+    from cardiomics.tools.store import write_secret
 
     keys = tmp_path / "keys"  # a folder created on first use
     secret = load_secret(keys)
@@ -128,7 +129,7 @@ def test_session_key_is_created_whole_and_a_damaged_one_is_refused(tmp_path, set
     assert len(secret) == SECRET_BYTES == 32 and path.read_bytes() == secret
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
     assert os.listdir(keys) == ["review_secret.key"]  # no temporary file left beside it
-    _create_secret(path)  # a second first start loses the race: the key in place is kept
+    write_secret(path)  # a second first start loses the race: the key in place is kept
     assert load_secret(keys) == secret and os.listdir(keys) == ["review_secret.key"]
 
     for damaged in (b"", b"\x01" * 16, b"\x01" * 33):  # a crash mid-write, a truncated or a foreign file

@@ -19,6 +19,34 @@ from cardiomics.errors import NotFoundError
 from cardiomics.hashing import canonical_json, sha256_array, sha256_text
 
 
+def write_secret(path: Path, nbytes: int = 32) -> None:
+    """Create ``path`` (0600) holding ``nbytes`` random bytes, whole or not at all.
+
+    The bytes go to a temporary file, are fsynced, then linked into place: a crash cannot leave an
+    empty or short secret under the name, and ``os.link`` fails if the name exists, so of two first
+    writers exactly one wins and the other reads the winner's complete file.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(nbytes))
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the new name survives a crash too
+    finally:
+        os.close(folder)
+
+
 class ArtifactStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -84,18 +112,7 @@ class ArtifactStore:
         """Secret per-deployment salt for study keys; created once beside the artefacts, never logged."""
         path = self.root / ".salt"
         if not path.exists():
-            tmp = self.root / f".salt.{os.getpid()}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(secrets.token_bytes(32))
-                fh.flush()
-                os.fsync(fh.fileno())  # on disk before its name is: a crash must not leave an empty salt
-            os.chmod(tmp, 0o600)
-            try:
-                os.link(tmp, path)  # atomic: the first writer wins
-            except FileExistsError:
-                pass
-            tmp.unlink(missing_ok=True)
+            write_secret(path)
         return path.read_bytes()
 
     def digest(self, artefact_id: str) -> str:

@@ -11,13 +11,13 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from cardiomics.errors import InputError
+from cardiomics.tools.store import write_secret
 
 COOKIE = "cardiomics_review"
 MAX_AGE_S = 12 * 3600
@@ -33,39 +33,12 @@ def load_secret(home: str | Path) -> bytes:
     """
     path = Path(home) / SECRET_FILE
     if not path.exists():
-        _create_secret(path)
+        write_secret(path, SECRET_BYTES)
     secret = path.read_bytes()
     if len(secret) != SECRET_BYTES:
         raise InputError("bad-session-key", f"the session key {path} holds {len(secret)} bytes, not {SECRET_BYTES}",
                          hint=f"delete {path} and start again to make a new key (everyone is logged out)")
     return secret
-
-
-def _create_secret(path: Path) -> None:
-    """Write a complete key beside ``path`` and link it into place: readers never see a partial file.
-
-    ``os.link`` fails if the name exists, so of two first starts exactly one key wins and the loser
-    reads the winner's complete file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(secrets.token_bytes(SECRET_BYTES))
-            fh.flush()
-            os.fsync(fh.fileno())  # on disk before its name is: a crash cannot leave an empty key
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-    finally:
-        tmp.unlink(missing_ok=True)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)  # the new name survives a crash too
-    finally:
-        os.close(folder)
 
 
 def _b64(data: bytes) -> str:
