@@ -48,16 +48,25 @@ def findings(func: dict[str, Any]) -> list[Finding]:
 
 
 def regional_findings(regional: dict[str, Any] | None) -> list[Finding]:
-    """ED wall thickness per AHA segment: only the flagged ones, so the table stays readable."""
+    """The LV's maximal wall thickness, and ED wall thickness per AHA segment (mean and maximum): only the
+    flagged segment values, so the table stays readable."""
     if not regional:
         return []
     rid = regional["provenance"]["result_id"]
     out = []
+    section = "Regional (AHA 16 segments)"
+    peak, where = regional.get("max_ed_wall_thickness_mm"), regional.get("max_ed_wall_thickness_segment")
+    if peak and where:
+        # reported whether flagged or not: maximal wall thickness is what a hypertrophy question is answered with
+        name = next((s["name"] for s in regional["segments"] if s["segment"] == where), "")
+        out.append(Finding(key="max_ed_wall_thickness_mm", label=f"Maximal LV wall thickness (segment {where}, {name})",
+                           section=section, result_id=rid, **peak))
     for seg in regional["segments"]:
-        est = seg.get("ed_wall_thickness_mm")
-        if est and est["flag"] in ("low", "high"):
-            out.append(Finding(key=f"aha{seg['segment']}_ed_wall_thickness_mm", label=f"Segment {seg['segment']} ({seg['name']}) ED wall thickness",
-                               section="Regional (AHA 16 segments)", result_id=rid, **est))
+        for key, what in (("ed_wall_thickness_mm", "ED wall thickness"), ("ed_max_wall_thickness_mm", "maximal ED wall thickness")):
+            est = seg.get(key)
+            if est and est["flag"] in ("low", "high"):
+                out.append(Finding(key=f"aha{seg['segment']}_{key}", label=f"Segment {seg['segment']} ({seg['name']}) {what}",
+                                   section=section, result_id=rid, **est))
     return out
 
 

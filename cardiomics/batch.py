@@ -391,9 +391,12 @@ def phenotype_row(study: str, run_id: str, results: dict[str, Any], covariates: 
     reg = results.get("regional_function")
     if reg:
         for seg in reg["segments"]:
-            for field in ("ed_wall_thickness_mm", "es_wall_thickness_mm", "systolic_thickening_pct"):
+            for field in ("ed_wall_thickness_mm", "ed_max_wall_thickness_mm", "es_wall_thickness_mm", "systolic_thickening_pct"):
                 est = seg.get(field)
                 row[f"aha{seg['segment']:02d}_{field}"] = est["value"] if est else None
+        peak = reg.get("max_ed_wall_thickness_mm")
+        row["max_ed_wall_thickness_mm"] = peak["value"] if peak else None
+        row["max_ed_wall_thickness_segment"] = reg.get("max_ed_wall_thickness_segment")
     for stage in ("load_study", "segment", "cardiac_function", "regional_function"):
         if stage in results:
             row[f"qc_{stage}"] = results[stage]["qc_verdict"]

@@ -345,7 +345,9 @@ class ChatSession:
         if seg is None:
             return Reply(f"The run has no regional measurement for segment {n}.", "notice")
         parts = []
-        for key, label in (("ed_wall_thickness_mm", "end-diastolic wall thickness"), ("systolic_thickening_pct", "systolic thickening")):
+        for key, label in (("ed_wall_thickness_mm", "end-diastolic wall thickness"),
+                           ("ed_max_wall_thickness_mm", "maximal end-diastolic wall thickness"),
+                           ("systolic_thickening_pct", "systolic thickening")):
             e = seg.get(key)
             if e:
                 r = e.get("reference")
@@ -356,7 +358,8 @@ class ChatSession:
                 else:
                     ref = f", reference {r['lower']:g}–{r['upper']:g} {e['unit']}"
                 parts.append(f"{label} {e['value']:.1f} {e['unit']} ({e['flag']}{ref})")
-        flagged = [k for k in ("ed_wall_thickness_mm", "systolic_thickening_pct") if (seg.get(k) or {}).get("flag") in ("low", "high")]
+        flagged = [k for k in ("ed_wall_thickness_mm", "ed_max_wall_thickness_mm", "systolic_thickening_pct")
+                   if (seg.get(k) or {}).get("flag") in ("low", "high")]
         verdict = ("It is flagged because a value lies outside its reference range." if flagged
                    else "It is not flagged: no value lies outside a reference range.")
         return Reply(f"Segment {n} ({seg.get('name', '')}): " + "; ".join(parts) + f". {verdict}")

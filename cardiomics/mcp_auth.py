@@ -11,6 +11,9 @@ on its own. Entries written before expiry existed have no ``expires_at`` and nev
 
 Refused HTTP requests (no token, unknown or revoked token, expired token) are audited too, by a
 small ASGI middleware, so an attacker probing the server leaves a trace in the same hash-chained trail.
+Those lines are written off the event loop and rate-limited per client address: a flood of bad
+requests can neither stall the server nor bury the trail, and what was not written is counted on a
+later line.
 """
 
 from __future__ import annotations
@@ -21,12 +24,15 @@ import json
 import os
 import re
 import secrets
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import anyio.to_thread
 import structlog
 
 from cardiomics.audit import AuditTrail
@@ -45,7 +51,16 @@ REASON_NO_TOKEN = "no bearer token"
 REASON_UNKNOWN = "unknown or revoked token"
 REASON_EXPIRED = "expired token"
 REASON_FORBIDDEN = "valid token, request forbidden"
+# refusal lines: at most this many per client address, and in all, per window; the rest are counted
+REFUSAL_LINES_PER_CLIENT = 20
+REFUSAL_LINES_TOTAL = 200
+REFUSAL_WINDOW_S = 60.0
+# client addresses whose counts are kept; the least recently refused one is dropped beyond this
+MAX_TRACKED_CLIENTS = 1024
+# the shutdown line names at most this many addresses (its total counts them all)
+MAX_LISTED_CLIENTS = 50
 Clock = Callable[[], datetime]
+Seconds = Callable[[], float]
 
 
 def utc_now() -> datetime:
@@ -240,42 +255,143 @@ def token_verifier(settings: Settings, *, store: TokenStore | None = None):
     return FileTokenVerifier()
 
 
+@dataclass
+class _ClientWindow:
+    started: float
+    written: int = 0
+    suppressed: int = 0  # refusals not written since this address's last line
+
+
+class RefusalLimiter:
+    """Which refused requests get an audit line: a fixed window per client address and one over all.
+
+    A refusal past either limit is counted against its address; the count is recorded on the next
+    line written for that address (``suppressed_since_last``). Counts of addresses dropped from the
+    table (beyond ``max_clients``) go on the next line written for any address
+    (``suppressed_untracked``); what is still counted when the server stops is written by ``drain``.
+    Runs on the event loop only, so it needs no lock.
+    """
+
+    def __init__(self, *, per_client: int = REFUSAL_LINES_PER_CLIENT, total: int = REFUSAL_LINES_TOTAL,
+                 window_s: float = REFUSAL_WINDOW_S, max_clients: int = MAX_TRACKED_CLIENTS,
+                 clock: Seconds = time.monotonic) -> None:
+        self.per_client, self.total, self.window_s, self.max_clients = per_client, total, window_s, max_clients
+        self.clock = clock
+        self._clients: OrderedDict[str, _ClientWindow] = OrderedDict()
+        self._all = _ClientWindow(clock())
+        self._untracked = 0
+
+    def admit(self, client: str) -> dict[str, int] | None:
+        """The counts to record on this refusal's line, or None: not written, counted instead."""
+        now = self.clock()
+        if now - self._all.started >= self.window_s:
+            self._all = _ClientWindow(now)
+        window = self._clients.get(client)
+        if window is None:
+            window = self._clients[client] = _ClientWindow(now)
+            while len(self._clients) > self.max_clients:
+                _, dropped = self._clients.popitem(last=False)
+                self._untracked += dropped.suppressed
+        else:
+            self._clients.move_to_end(client)
+            if now - window.started >= self.window_s:
+                window.started, window.written = now, 0
+        if window.written >= self.per_client or self._all.written >= self.total:
+            window.suppressed += 1
+            return None
+        window.written += 1
+        self._all.written += 1
+        counts: dict[str, int] = {}
+        if window.suppressed:
+            counts["suppressed_since_last"], window.suppressed = window.suppressed, 0
+        if self._untracked:
+            counts["suppressed_untracked"], self._untracked = self._untracked, 0
+        return counts
+
+    def drain(self) -> dict[str, Any] | None:
+        """Every count not yet written (for one closing line), reset to zero; None when there is none."""
+        pending = {c: w.suppressed for c, w in self._clients.items() if w.suppressed}
+        total = sum(pending.values()) + self._untracked
+        if not total:
+            return None
+        listed = dict(sorted(pending.items(), key=lambda kv: kv[1], reverse=True)[:MAX_LISTED_CLIENTS])
+        fields: dict[str, Any] = {"suppressed": total, "by_client": listed}
+        if self._untracked:
+            fields["suppressed_untracked"] = self._untracked
+        for window in self._clients.values():
+            window.suppressed = 0
+        self._untracked = 0
+        return fields
+
+
 class AuditRefusals:
-    """ASGI middleware: every HTTP request answered 401/403 is written to the MCP audit trail.
+    """ASGI middleware: HTTP requests answered 401/403 are written to the MCP audit trail.
 
     It records why (no bearer token, a token that matches none, an expired token), the method and
     path and the client address, and a 12-hex prefix of the presented token's hash (enough to
     correlate repeated attempts, useless for forging a token). It never records the token itself.
+
+    A line is an fsynced write to the trail (and classifying the token reads the token file), so it
+    is done in a worker thread, and the refusal is sent once it is on disk. ``RefusalLimiter`` caps
+    the lines per client address and in all; refusals past the cap are counted and the count goes
+    on a later line, or on an ``auth_refused_suppressed`` line when the server shuts down.
     """
 
-    def __init__(self, app, settings: Settings, tokens: TokenStore | None = None) -> None:
+    def __init__(self, app, settings: Settings, tokens: TokenStore | None = None,
+                 limiter: RefusalLimiter | None = None) -> None:
         self.app = app
         self.settings = settings
         self.tokens = tokens or TokenStore(settings)
+        self.limiter = limiter or RefusalLimiter()
 
     async def __call__(self, scope: dict[str, Any], receive, send) -> None:
+        if scope.get("type") == "lifespan":
+            await self.app(scope, self._on_shutdown(receive), send)
+            return
         if scope.get("type") != "http":
             await self.app(scope, receive, send)
             return
 
         async def send_wrapper(message: dict[str, Any]) -> None:
             if message.get("type") == "http.response.start" and message.get("status") in (401, 403):
-                self._record(scope, int(message["status"]))
+                await self._refused(scope, int(message["status"]))
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
 
-    def _record(self, scope: dict[str, Any], status: int) -> None:
+    def _on_shutdown(self, receive):
+        async def receive_wrapper() -> dict[str, Any]:
+            message = await receive()
+            if message.get("type") == "lifespan.shutdown":
+                pending = self.limiter.drain()
+                if pending is not None:
+                    await anyio.to_thread.run_sync(self._append, "auth_refused_suppressed", pending)
+            return message
+
+        return receive_wrapper
+
+    async def _refused(self, scope: dict[str, Any], status: int) -> None:
+        client = str((scope.get("client") or ("?", 0))[0])
+        counts = self.limiter.admit(client)
+        if counts is None:
+            return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
         auth = headers.get("authorization", "")
         presented = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
-        client = scope.get("client") or ("?", 0)
-        fields: dict[str, Any] = {"status": status, "reason": self._reason(presented), "method": scope.get("method", ""),
-                                  "path": str(scope.get("path", ""))[:200], "client": str(client[0])}
+        fields: dict[str, Any] = {"status": status, "method": scope.get("method", ""),
+                                  "path": str(scope.get("path", ""))[:200], "client": client, **counts}
+        await anyio.to_thread.run_sync(self._record, fields, presented)
+
+    def _record(self, fields: dict[str, Any], presented: str) -> None:
+        """Runs in a worker thread: classify the token and append the line."""
+        fields = {**fields, "reason": self._reason(presented)}
         if presented:
             fields["token_sha256_prefix"] = token_digest(presented)[:12]
+        self._append("auth_refused", fields)
+
+    def _append(self, event: str, fields: dict[str, Any]) -> None:
         try:
-            mcp_trail(self.settings).append("auth_refused", "unauthenticated", **fields)
+            mcp_trail(self.settings).append(event, "unauthenticated", **fields)
         except Exception:  # a refusal must stay a refusal even if the trail cannot be written
             log.exception("could not audit a refused request")
 

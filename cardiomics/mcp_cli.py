@@ -141,9 +141,10 @@ def _serve(*, http: bool, host: str, port: int, no_auth: bool, root: Path | None
 
     import uvicorn
 
-    from cardiomics.mcp_server import http_app, mcp_root
+    from cardiomics.mcp_server import http_app, remote_root
 
-    app = http_app(settings, host=host, no_auth=no_auth, root=root)
-    err.print(f"MCP over HTTP: http://{host}:{port}/mcp  (health: /health; files confined to {mcp_root(root)})",
+    confined_to = remote_root(root)  # a PolicyError for the filesystem root, which would confine nothing
+    app = http_app(settings, host=host, no_auth=no_auth, root=confined_to)
+    err.print(f"MCP over HTTP: http://{host}:{port}/mcp  (health: /health; files confined to {confined_to})",
               highlight=False)
     uvicorn.run(app, host=host, port=port, log_level="warning", lifespan="on")

@@ -5,7 +5,8 @@ input and output JSON schemas (self-contained, less pydantic's per-field titles)
 through ``call_tool`` (the same validation and provenance as in the graph). One middleware audits
 every call, once, in the daily ``mcp-YYYYMMDD`` trail with the caller's identity (the bearer token's
 name over HTTP, ``mcp-stdio`` locally), and, for a remote server, confines path arguments to an
-allow-listed root. A successful call's line is written in the worker thread that ran the tool,
+allow-listed root (never the filesystem root) and rewrites the server's own paths out of the
+errors it returns. A successful call's line is written in the worker thread that ran the tool,
 before the result is returned; a call the client cancels gets a ``tool_cancelled`` line.
 
 Model cards and signed (approved or rejected) reports are exposed as read-only resources; a
@@ -37,7 +38,7 @@ from cardiomics import __version__
 from cardiomics.config import Settings
 from cardiomics.errors import CardiomicsError, PolicyError, ToolFailure
 from cardiomics.hashing import sha256_json
-from cardiomics.mcp_auth import mcp_trail
+from cardiomics.mcp_auth import RefusalLimiter, mcp_trail
 from cardiomics.tools import ArtifactStore, ToolContext, ToolSpec, call_tool, registry
 
 log = structlog.get_logger(__name__)
@@ -156,6 +157,76 @@ def mcp_root(root: str | Path | None = None) -> Path:
     return Path(root or os.environ.get("CARDIOMICS_MCP_ROOT") or Path.cwd()).expanduser().resolve()
 
 
+def remote_root(root: str | Path | None = None) -> Path:
+    """``mcp_root(root)`` for a server that answers remote callers; the filesystem root is refused.
+
+    Confining paths to ``/`` confines nothing. It is refused however it is reached: ``--root /``,
+    ``/..``, a symlink to ``/``, or a server started in ``/`` (a service's default working directory).
+    """
+    resolved = mcp_root(root)
+    if resolved.parent == resolved:
+        source = ("--root" if root else "CARDIOMICS_MCP_ROOT" if os.environ.get("CARDIOMICS_MCP_ROOT")
+                  else "the working directory")
+        raise PolicyError("unsafe-mcp-root",
+                          f"the folder remote callers may name files under ({source}) resolves to the filesystem "
+                          f"root {resolved}: every file on this machine would be reachable",
+                          hint="name a data folder: `cardiomics mcp --http --root /data/studies` or "
+                               "CARDIOMICS_MCP_ROOT=/data/studies")
+    return resolved
+
+
+SERVER_PATH = "<server path>"
+# characters that end a path inside an error message (quotes, brackets, separators of lists)
+_PATH_CHARS = r"[^\s'\"`<>|;,()\[\]{}]"
+# the prefix has ended: no name character follows, nor a "." or ":" that continues the path
+_PREFIX_END = r"(?![\w~-]|[.:][^\s'\"`<>|;,()\[\]{}])"
+_NOT_AFTER_PATH = r"(?<![\w.~/-])"
+# a URL is kept whole (cardiomics:// resource addresses in hints) unless it names a local file
+_URL_OR_PATH = re.compile(rf"(?P<url>\b[A-Za-z][A-Za-z0-9+.-]*://{_PATH_CHARS}*)|{_NOT_AFTER_PATH}(?P<path>/{_PATH_CHARS}+)")
+_TRAILING = ".,:;!?"
+
+
+def _placeholder(found: str) -> str:
+    """``found`` as the placeholder, keeping punctuation that ends the sentence rather than the path."""
+    path = found.rstrip(_TRAILING)
+    return SERVER_PATH + found[len(path):]
+
+
+@dataclass(frozen=True)
+class PathRedactor:
+    """Rewrites a remote server's own paths out of error text it sends to callers.
+
+    A path under ``root`` is shown relative to it (the caller named it so, and can act on it); any
+    other absolute path (the data directory, the artefact store, the audit trail, the Python
+    installation) becomes ``<server path>``. ``hidden`` are known folders whose names may hold
+    spaces, which the general pattern would cut short.
+    """
+
+    root: Path | None
+    hidden: tuple[Path, ...] = ()
+
+    def text(self, text: str) -> str:
+        if self.root is not None:
+            text = re.sub(rf"{_NOT_AFTER_PATH}{re.escape(str(self.root))}(?:(?P<slash>/)(?={_PATH_CHARS})|/?{_PREFIX_END})",
+                          lambda m: "" if m.group("slash") else ".", text)
+        # longest first, so that a folder inside another is replaced whole
+        for folder in sorted({str(h) for h in self.hidden if h.parent != h}, key=len, reverse=True):
+            text = re.sub(rf"{_NOT_AFTER_PATH}{re.escape(folder)}(?:/{_PATH_CHARS}*)?{_PREFIX_END}",
+                          lambda m: _placeholder(m.group(0)), text)
+        return _URL_OR_PATH.sub(self._general, text)
+
+    @staticmethod
+    def _general(match: re.Match[str]) -> str:
+        url = match.group("url")
+        if url is not None:
+            return SERVER_PATH if url.lower().startswith("file:") else url
+        return _placeholder(match.group("path"))
+
+    def error(self, error: dict[str, Any]) -> dict[str, Any]:
+        """The error with its text fields rewritten; ``error`` (the kind) and ``code`` stay as they are."""
+        return {k: (self.text(v) if isinstance(v, str) and k not in ("error", "code") else v) for k, v in error.items()}
+
+
 def confine(value: str, root: Path, argument: str) -> str:
     """``value`` as an absolute path inside ``root`` (symlinks resolved); a relative path is taken under ``root``.
 
@@ -193,6 +264,12 @@ class AuditCalls(Middleware):
 
     def __init__(self, settings: Settings, *, remote: bool, root: Path | None) -> None:
         self.settings, self.remote, self.root = settings, remote, root
+        # a remote caller learns paths under the root it was given, never the server's own folders
+        hidden = (settings.home, settings.audit_dir, *([settings.data_dir] if settings.data_dir else []))
+        self.redactor = PathRedactor(root, hidden) if remote else None
+
+    def _for_caller(self, error: dict[str, Any]) -> TypedToolError:
+        return TypedToolError(self.redactor.error(error) if self.redactor is not None else error)
 
     async def _audit(self, event: str, actor: str, **fields: Any) -> None:
         await asyncio.to_thread(mcp_trail(self.settings).append, event, actor,
@@ -210,7 +287,7 @@ class AuditCalls(Middleware):
                         arguments[key] = confine(arguments[key], self.root, key)
             except PolicyError as exc:
                 await self._audit("tool_refused", actor, tool=name, args_sha256=args_hash, code=exc.code, reason=exc.message)
-                raise TypedToolError(exc.to_dict()) from None
+                raise self._for_caller(exc.to_dict()) from None
             context = context.copy(message=context.message.model_copy(update={"arguments": arguments}))
         pending = _PendingCall(self.settings, actor, "http" if self.remote else "stdio", name, args_hash, time.perf_counter())
         token = _PENDING.set(pending)
@@ -219,7 +296,9 @@ class AuditCalls(Middleware):
         except TypedToolError as exc:
             await self._audit("tool_error", actor, tool=name, args_sha256=args_hash, code=exc.error.get("code"),
                               error=exc.error.get("error"))
-            raise
+            if self.redactor is None:
+                raise
+            raise self._for_caller(exc.error) from None
         except asyncio.CancelledError:
             # The client cancelled the call. Written synchronously, not awaited: the request's cancel scope
             # cancels every further await in this task, so an awaited write could be lost. A tool already
@@ -236,7 +315,7 @@ class AuditCalls(Middleware):
             typed = ToolFailure("tool-failed", f"{name[:64]} failed: {type(exc).__name__}",
                                 hint="check the arguments against the tool's input schema").to_dict()
             await self._audit("tool_error", actor, tool=name, args_sha256=args_hash, code=typed["code"], error=typed["error"])
-            raise TypedToolError(typed) from None
+            raise self._for_caller(typed) from None
         finally:
             _PENDING.reset(token)
         if not pending.written:  # a result that did not come from a registry tool's worker thread
@@ -320,13 +399,15 @@ def build_server(settings: Settings | None = None, *, auth: Any = None, remote: 
     """The MCP server over every registered tool.
 
     ``remote``: the server answers callers on the network (HTTP). Their path arguments are confined
-    to ``root`` (default ``CARDIOMICS_MCP_ROOT`` or the working directory). A local stdio server runs
-    as the user and is not confined. ``auth``: a fastmcp auth provider (see ``mcp_auth.token_verifier``).
+    to ``root`` (default ``CARDIOMICS_MCP_ROOT`` or the working directory; the filesystem root is
+    refused with a PolicyError), and the errors they receive name paths relative to it. A local stdio
+    server runs as the user, is not confined and shows full paths. ``auth``: a fastmcp auth provider
+    (see ``mcp_auth.token_verifier``).
     """
     settings = (settings or Settings.from_env()).ensure()
     tools = registry()
     mcp = FastMCP("cardiomics", version=__version__, instructions=INSTRUCTIONS, auth=auth,
-                  middleware=[AuditCalls(settings, remote=remote, root=mcp_root(root) if remote else None)],
+                  middleware=[AuditCalls(settings, remote=remote, root=remote_root(root) if remote else None)],
                   mask_error_details=True, dereference_schemas=False)
     store = ArtifactStore(settings.artifacts_dir)
     listed = [_tool(spec, store) for spec in tools.values()]
@@ -349,10 +430,12 @@ def build_server(settings: Settings | None = None, *, auth: Any = None, remote: 
 
 
 def http_app(settings: Settings | None = None, *, host: str = "127.0.0.1", no_auth: bool = False,
-             root: str | Path | None = None):
+             root: str | Path | None = None, refusal_limiter: RefusalLimiter | None = None):
     """The ASGI app for ``cardiomics mcp --http``: bearer-token auth (unless ``no_auth``) and refusal auditing.
 
     On a loopback address the Host/Origin guard admits only that host (DNS-rebinding protection).
+    ``refusal_limiter`` caps the audit lines of refused requests (default: ``mcp_auth``'s limits,
+    on the monotonic clock; tests pass one with their own clock).
     """
     from starlette.middleware import Middleware as ASGIMiddleware
 
@@ -362,5 +445,5 @@ def http_app(settings: Settings | None = None, *, host: str = "127.0.0.1", no_au
     tokens = TokenStore(settings)  # one store (and one cached read of the file) for the verifier and the refusal audit
     server = build_server(settings, auth=None if no_auth else token_verifier(settings, store=tokens), remote=True, root=root)
     allowed = [host] if host in LOOPBACK else None
-    return server.http_app(path="/mcp", middleware=[ASGIMiddleware(AuditRefusals, settings=settings, tokens=tokens)],
-                           allowed_hosts=allowed)
+    refusals = ASGIMiddleware(AuditRefusals, settings=settings, tokens=tokens, limiter=refusal_limiter)
+    return server.http_app(path="/mcp", middleware=[refusals], allowed_hosts=allowed)

@@ -61,6 +61,25 @@ def register(app: typer.Typer, *, friendly, out, err) -> None:
         accounts.add(name, password, replace=replace)
         out.print(f"reviewer {name} saved in {accounts.path}", highlight=False)
 
+    @review.command("remove-user")
+    @friendly
+    def remove_user(name: str = typer.Argument(..., help="Reviewer name, as `cardiomics review users` lists it."),
+                    yes: bool = typer.Option(False, "--yes", help="Remove without asking for confirmation.")) -> None:
+        """Remove a reviewer account; that reviewer's open sessions end at their next request."""
+        from rich.markup import escape
+
+        from cardiomics.config import Settings
+        from cardiomics.review.accounts import Accounts
+
+        accounts = Accounts(Settings.from_env().home)
+        accounts.require(name)  # before the prompt: nothing to confirm for a name that is not there
+        if not yes and not typer.confirm(f"Remove reviewer {name}? Their open review sessions end at their next request."):
+            err.print(f"reviewer {escape(name)} kept: nothing changed", highlight=False)
+            raise typer.Exit(1)
+        accounts.remove(name)
+        out.print(f"reviewer {escape(name)} removed from {escape(str(accounts.path))}; "
+                  "their open review sessions end at their next request", highlight=False)
+
     @review.command("users")
     @friendly
     def users() -> None:

@@ -145,6 +145,10 @@ def test_killed_batch_resumes_the_remainder_and_reports_the_corrupt_study(cohort
         assert abs(row["lv_edv_ml"] - t["lv_edv_ml"]) <= 0.15 * t["lv_edv_ml"]
         assert row["report_status"] == "draft" and row["approvals"] == "not-given"
     assert table["aha01_ed_wall_thickness_mm"].notna().all()
+    # the LV's maximal wall thickness, at least every basal/mid segment's mean, and where it lies
+    basal_mid_means = table[[f"aha{k:02d}_ed_wall_thickness_mm" for k in range(1, 13)]].max(axis=1)
+    assert (table["max_ed_wall_thickness_mm"] >= basal_mid_means).all()
+    assert table["max_ed_wall_thickness_segment"].between(1, 12).all()
     assert table["rv_ed_frame"].notna().all() and table["rv_es_frame"].notna().all()  # each ventricle's own frames
 
     # each study: a verified audit trail recording that no approval was given, and a draft report

@@ -209,3 +209,108 @@ def test_audit_middleware_reraises_a_cancellation(settings):
         run(middleware.on_call_tool(MiddlewareContext(message=CallToolRequestParams(name="slow", arguments={"n": 1})), cancelled))
     (line,) = _trail(settings)
     assert line["event"] == "tool_cancelled" and line["tool"] == "slow" and line["transport"] == "stdio"
+
+
+@pytest.mark.parametrize("how", ["slash", "dotdot", "symlink", "env", "cwd"])
+def test_remote_server_refuses_the_filesystem_root(settings, tmp_path, monkeypatch, how):
+    from cardiomics.errors import PolicyError
+    from cardiomics.mcp_server import remote_root
+
+    (tmp_path / "to-root").symlink_to("/")
+    root = {"slash": "/", "dotdot": "/..", "symlink": tmp_path / "to-root", "env": None, "cwd": None}[how]
+    if how == "env":
+        monkeypatch.setenv("CARDIOMICS_MCP_ROOT", "/")
+    else:
+        monkeypatch.delenv("CARDIOMICS_MCP_ROOT", raising=False)
+    if how == "cwd":
+        monkeypatch.chdir("/")  # a service started without a working directory runs in /
+    with pytest.raises(PolicyError) as exc:
+        build_server(settings, remote=True, root=root)
+    assert exc.value.code == "unsafe-mcp-root" and "filesystem root" in exc.value.message
+    assert "--root" in exc.value.hint and "CARDIOMICS_MCP_ROOT" in exc.value.hint
+    build_server(settings)  # the local stdio server is not confined, so any working directory will do
+    data = tmp_path / "data"
+    data.mkdir()
+    assert remote_root(data) == data.resolve()
+
+
+def test_cli_refuses_to_serve_http_confined_to_the_filesystem_root(settings):
+    import os
+    import subprocess
+    import sys
+
+    from cardiomics.mcp_auth import TokenStore
+    from cardiomics.review.server import free_port
+
+    TokenStore(settings).create("lab-agent")
+    env = {**os.environ, "CARDIOMICS_HOME": str(settings.home), "CARDIOMICS_AUDIT_DIR": str(settings.audit_dir)}
+    started = subprocess.run([sys.executable, "-m", "cardiomics.cli", "mcp", "--http", "--port", str(free_port()), "--root", "/"],
+                             capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert started.returncode == 2, started.stderr
+    assert "PolicyError[unsafe-mcp-root]" in started.stderr and "hint:" in started.stderr
+
+
+def test_path_redactor_rewrites_server_paths_only(tmp_path):
+    from cardiomics.mcp_server import PathRedactor
+
+    root, home = tmp_path / "my studies", tmp_path / "cardio home"
+    redact = PathRedactor(root, (home, tmp_path / "audit")).text
+    assert redact(f"{root}/a b/x.nii.gz does not exist") == "a b/x.nii.gz does not exist"
+    assert redact(f"no file '{root}/omics.h5ad'") == "no file 'omics.h5ad'"
+    assert redact(f"{root} does not exist.") == ". does not exist."
+    assert redact(f"cannot read {home}/artifacts/.salt: Is a directory: '{home}/artifacts/.salt'") == \
+        "cannot read <server path>: Is a directory: '<server path>'"
+    assert redact(f"{tmp_path}/other/x and /usr/lib/python3.11/site.py failed.") == "<server path> and <server path> failed."
+    assert redact("file:///etc/passwd") == "<server path>"
+    kept = "see cardiomics://reports/signed or http://127.0.0.1:8766/mcp; ED/ES, mL/m2, approve / reject"
+    assert redact(kept) == kept
+    error = {"error": "StudyError", "code": "not-found", "message": f"{root}/x does not exist", "hint": f"look in {home}"}
+    assert PathRedactor(root, (home,)).error(error) == {"error": "StudyError", "code": "not-found",
+                                                        "message": "x does not exist", "hint": "look in <server path>"}
+
+
+def test_remote_errors_hide_server_paths_and_stdio_errors_keep_them(settings, tmp_path, phantom_study):
+    import shutil
+
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copytree(phantom_study[0], root / "study")
+    missing = {"path": "missing/x.nii.gz"}
+
+    async def errors(server, calls):
+        received = []
+        async with fastmcp.Client(server) as c:
+            for args in calls:
+                with pytest.raises(ToolError) as exc:
+                    await c.call_tool("load_study", args)
+                received.append(str(exc.value))
+        return received
+
+    def break_the_store():
+        # the study key's salt cannot be read: the failure happens inside the artefact store
+        salt = settings.artifacts_dir / ".salt"
+        salt.unlink(missing_ok=True)
+        salt.mkdir(exist_ok=True)
+
+    remote, local = build_server(settings, remote=True, root=root), build_server(settings)
+    (not_found,) = run(errors(remote, [missing]))
+    # the local caller is the user: full paths, which it can act on
+    (local_not_found,) = run(errors(local, [{"path": str(root / "missing" / "x.nii.gz")}]))
+    break_the_store()
+    (store_failed,) = run(errors(remote, [{"path": "study"}]))
+    (local_store_failed,) = run(errors(local, [{"path": str(root / "study")}]))
+
+    for text in (not_found, store_failed):
+        for server_path in (str(root.resolve()), str(settings.home), str(tmp_path)):
+            assert server_path not in text, text
+    not_found, store_failed = json.loads(not_found), json.loads(store_failed)
+    assert (not_found["error"], not_found["code"]) == ("StudyError", "not-found")
+    assert not_found["message"] == "missing/x.nii.gz does not exist" and not_found["hint"]
+    assert (store_failed["error"], store_failed["code"]) == ("ToolFailure", "tool-failed")
+    assert "IsADirectoryError" in store_failed["message"] and "<server path>" in store_failed["message"]
+    # the audit trail, on the server, records the same codes
+    assert [(r["event"], r["code"]) for r in _trail(settings) if r["transport"] == "http"] == [
+        ("tool_error", "not-found"), ("tool_error", "tool-failed")]
+
+    assert json.loads(local_not_found)["message"] == f"{root / 'missing' / 'x.nii.gz'} does not exist"
+    assert str(settings.artifacts_dir / ".salt") in json.loads(local_store_failed)["message"]

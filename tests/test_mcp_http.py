@@ -190,3 +190,102 @@ def test_stdio_server_serves_every_tool(env):
     assert err["error"] == "NotFoundError" and err["code"] == "unknown-artefact"
     trail = [json.loads(line) for p in Path(env["CARDIOMICS_AUDIT_DIR"]).glob("mcp-*.jsonl") for line in p.read_text().splitlines()]
     assert [(r["event"], r["actor"], r["transport"]) for r in trail] == [("tool_error", "mcp-stdio", "stdio")]
+
+
+class _Seconds:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}
+
+
+def _refuse(client, n: int, token: str = "cmx_not-a-token") -> None:
+    for _ in range(n):
+        r = client.post("/mcp", json=INIT, headers={"accept": "application/json, text/event-stream",
+                                                    "authorization": f"Bearer {token}"})
+        assert r.status_code == 401
+
+
+def _refusals(settings) -> list[dict]:
+    return [r for r in _trail(settings) if r["event"].startswith("auth_refused")]
+
+
+def test_refusal_lines_are_capped_per_client_and_the_rest_counted(settings, monkeypatch):
+    from starlette.testclient import TestClient
+
+    from cardiomics.audit import AuditTrail, verify_dir
+    from cardiomics.mcp_auth import REFUSAL_LINES_PER_CLIENT, REFUSAL_WINDOW_S, RefusalLimiter
+    from cardiomics.mcp_server import http_app
+
+    on_loop = []
+    append = AuditTrail.append
+
+    def recording_append(self, *args, **kwargs):
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:  # a worker thread: no event loop runs here
+            on_loop.append(False)
+        return append(self, *args, **kwargs)
+
+    monkeypatch.setattr(AuditTrail, "append", recording_append)
+    clock = _Seconds()
+    app = http_app(settings, refusal_limiter=RefusalLimiter(clock=clock))
+    extra = 15
+    with TestClient(app, base_url="http://127.0.0.1", client=("203.0.113.7", 40000)) as flood, \
+            TestClient(app, base_url="http://127.0.0.1", client=("198.51.100.2", 40000)) as other:
+        _refuse(flood, REFUSAL_LINES_PER_CLIENT + extra)
+        assert len(_refusals(settings)) == REFUSAL_LINES_PER_CLIENT
+        _refuse(other, 2, token="")  # another address is not silenced by the flood
+        clock.now += REFUSAL_WINDOW_S
+        _refuse(flood, 1, token="cmx_later")
+        refusals = _refusals(settings)
+
+    assert [r["client"] for r in refusals] == ["203.0.113.7"] * REFUSAL_LINES_PER_CLIENT + ["198.51.100.2"] * 2 + ["203.0.113.7"]
+    assert all(r["event"] == "auth_refused" and r["status"] == 401 for r in refusals)
+    assert [r.get("suppressed_since_last") for r in refusals] == [None] * (REFUSAL_LINES_PER_CLIENT + 2) + [extra]
+    assert refusals[-1]["reason"] == "unknown or revoked token" and refusals[-2]["reason"] == "no bearer token"
+    assert len(_refusals(settings)) == len(refusals)  # nothing left to count when the server stopped
+    assert all(r.ok for r in verify_dir(settings.audit_dir))
+    assert on_loop and not any(on_loop)  # every line was written in a worker thread, off the event loop
+
+
+def test_refusals_still_counted_when_the_server_stops_are_written_then(settings):
+    from starlette.testclient import TestClient
+
+    from cardiomics.audit import verify_dir
+    from cardiomics.mcp_auth import REFUSAL_LINES_PER_CLIENT, RefusalLimiter
+    from cardiomics.mcp_server import http_app
+
+    app = http_app(settings, refusal_limiter=RefusalLimiter(clock=_Seconds()))
+    with TestClient(app, base_url="http://127.0.0.1", client=("203.0.113.7", 40000)) as client:
+        _refuse(client, REFUSAL_LINES_PER_CLIENT + 4)
+    *lines, closing = _refusals(settings)
+    assert len(lines) == REFUSAL_LINES_PER_CLIENT and {r["event"] for r in lines} == {"auth_refused"}
+    assert closing["event"] == "auth_refused_suppressed" and closing["actor"] == "unauthenticated"
+    assert closing["suppressed"] == 4 and closing["by_client"] == {"203.0.113.7": 4}
+    assert all(r.ok for r in verify_dir(settings.audit_dir))
+
+
+def test_refusal_limiter_caps_all_clients_and_the_addresses_it_tracks():
+    from cardiomics.mcp_auth import RefusalLimiter
+
+    clock = _Seconds()
+    limiter = RefusalLimiter(per_client=2, total=5, window_s=60, max_clients=3, clock=clock)
+    admitted = [limiter.admit(f"10.0.0.{i}") is not None for i in range(8)]
+    assert admitted == [True] * 5 + [False] * 3  # the limit over all addresses
+    clock.now += 60
+    # only 3 addresses are tracked (10.0.0.5-7, one count each): a new one drops the least recent
+    assert limiter.admit("10.0.0.9") == {"suppressed_untracked": 1}
+    assert limiter.admit("10.0.0.7") == {"suppressed_since_last": 1}
+    assert limiter.admit("10.0.0.7") == {}
+    assert limiter.admit("10.0.0.7") is None
+    assert limiter.drain() == {"suppressed": 2, "by_client": {"10.0.0.6": 1, "10.0.0.7": 1}}
+    assert limiter.drain() is None

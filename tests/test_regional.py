@@ -69,6 +69,14 @@ def test_wall_thickness_matches_phantom(ctx, thickness, flag):
     for k in range(1, 7):
         assert by[k].ed_wall_thickness_mm.value == pytest.approx(thickness, abs=1.0)
         assert by[k].ed_wall_thickness_mm.flag == flag
+        # a wall of one thickness: its maximum is that thickness too, not a stray ray
+        assert by[k].ed_wall_thickness_mm.value <= by[k].ed_max_wall_thickness_mm.value <= thickness + 1.5
+        assert by[k].ed_max_wall_thickness_mm.flag == flag
+    assert out.max_ed_wall_thickness_mm.value == max(x.ed_max_wall_thickness_mm.value for x in out.segments if x.segment <= 12)
+    # the apical in-plane maximum is inflated by the oblique cut: shown, never flagged
+    assert all(by[k].ed_max_wall_thickness_mm.flag == "not-assessed" and by[k].ed_max_wall_thickness_mm.reference is None
+               for k in range(13, 17))
+    assert by[out.max_ed_wall_thickness_segment].ed_max_wall_thickness_mm == out.max_ed_wall_thickness_mm
     # a normally contracting heart thickens everywhere
     for s in out.segments:
         assert s.systolic_thickening_pct.value > 10.0, s
@@ -184,11 +192,45 @@ def test_intervals_from_test_time_augmentation(ctx):
     ed = out.ed_frame
     frame = regional.aha_frame(ph.labels[ed], ph.spacing_mm)
     measured = regional._measured_slices(ph.labels[ed], frame)
-    values = [regional.segment_thickness(lab[ed], frame, measured)[1][0] for lab in (ph.labels, *shifted)]
+    values = [regional.segment_thickness(lab[ed], frame, measured)[1].mean_mm for lab in (ph.labels, *shifted)]
     half = stats.t.ppf(0.975, 3) * np.std(values, ddof=1)
     assert half > 0.5
     assert est.interval.lower == pytest.approx(values[0] - half, abs=0.051) and est.interval.upper == pytest.approx(values[0] + half, abs=0.051)
     assert "t(0.975, 3 df)" in est.interval.method
+
+
+def test_focal_septal_hypertrophy_is_flagged_by_the_segment_maximum(ctx):
+    """A 9 mm wall with an 8 mm inward bulge over 30 deg in the middle of the mid inferoseptum (segment 9):
+    its maximum reaches the 15 mm criterion while its mean, diluted by the rest of the segment, does not."""
+    from cardiomics.agents.compose import regional_findings
+
+    ph = make_phantom(_spec(seed=3))
+    labels = ph.labels.copy()
+    ed = ph.truth["ed_frame"]
+    frame = regional.aha_frame(labels[ed], ph.spacing_mm)
+    row_mm, col_mm = ph.spacing_mm[1], ph.spacing_mm[2]
+    mid = [s for s in frame.slices if frame.level[s] == "mid"]
+    for s in mid:
+        lab = labels[ed, s]
+        centre = regional._centre(lab == 3, lab == 2)
+        beta = frame.beta(s, regional._screen_angles(lab.shape, centre, row_mm, col_mm))
+        to_wall = ndimage.distance_transform_edt(lab != 2, sampling=(row_mm, col_mm))
+        lab[(lab == 3) & (np.abs(beta - 30.0) <= 15.0) & (to_wall <= 8.0)] = 2
+    out = call_tool("regional_function", {"segmentation_id": _put_seg(ctx, labels, ph.spacing_mm)}, ctx)
+    by = {x.segment: x for x in out.segments}
+    bulge = by[9]
+    assert bulge.ed_max_wall_thickness_mm.value == pytest.approx(17.0, abs=1.5)
+    assert bulge.ed_max_wall_thickness_mm.flag == "high"
+    assert bulge.ed_wall_thickness_mm.value < 15.0 and bulge.ed_wall_thickness_mm.flag == "normal"
+    assert (out.max_ed_wall_thickness_segment, out.max_ed_wall_thickness_mm.flag) == (9, "high")
+    # the segments away from the bulge keep the 9 mm wall
+    for k in (1, 5, 6, 11, 12):
+        assert by[k].ed_max_wall_thickness_mm.value < 12.0 and by[k].ed_max_wall_thickness_mm.flag == "normal"
+    # the report carries the maximum and the flagged segment maximum, not a flag on the normal mean
+    keys = {f.key: f for f in regional_findings(out.model_dump(mode="json"))}
+    assert keys["max_ed_wall_thickness_mm"].value == out.max_ed_wall_thickness_mm.value
+    assert "segment 9" in keys["max_ed_wall_thickness_mm"].label
+    assert keys["aha9_ed_max_wall_thickness_mm"].flag == "high" and "aha9_ed_wall_thickness_mm" not in keys
 
 
 def test_bad_inputs_are_typed_errors(ctx):

@@ -697,3 +697,91 @@ def test_cli_add_user_and_loopback_rule(settings, cli_logging):
     assert res.exit_code == 2 and "refused" in res.output
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost") and is_loopback("127.8.0.1")
     assert not is_loopback("0.0.0.0") and not is_loopback("10.0.0.5") and not is_loopback("example.org")
+
+
+def test_cli_remove_user_ends_that_reviewers_sessions(env, monkeypatch, cli_logging):
+    import structlog
+    from typer.testing import CliRunner
+
+    from cardiomics.cli import app as cli
+    from cardiomics.review.sessions import COOKIE
+
+    app, settings, run_id = env
+    monkeypatch.setenv("CARDIOMICS_HOME", str(settings.home))
+    monkeypatch.setenv("CARDIOMICS_AUDIT_DIR", str(settings.audit_dir))
+    bo, ada = _client(app), _client(app)
+    bo_token = _login(bo, "dr-bo", PASSWORD + "!")
+    _login(ada, "dr-ada", PASSWORD)
+    cookie = bo.cookies.get(COOKIE)
+    path = settings.home / "reviewers.json"
+    os.chmod(path, 0o640)  # an owner's choice of mode survives the rewrite
+
+    runner = CliRunner()
+    saved = structlog.get_config()
+    res = runner.invoke(cli, ["review", "remove-user", "dr-bo", "--yes"])
+    assert res.exit_code == 0, res.output
+    assert "reviewer dr-bo removed" in res.output
+    res = runner.invoke(cli, ["review", "users"])
+    assert res.exit_code == 0 and res.output.split() == ["dr-ada"]
+    structlog.configure(**saved)  # the CLI bound log lines to the runner's stderr, closed once it returned
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    assert not [p for p in os.listdir(settings.home) if p.endswith(".tmp")]  # no temporary file left beside it
+
+    replay = _client(app)  # the cookie from the login, sent again after the removal
+    replay.cookies.set(COOKIE, cookie)
+    res = replay.get("/")
+    assert res.status_code == 303 and res.headers["location"].startswith("/login")
+    res = bo.post(f"/runs/{run_id}/decide", data={"decision": "approved", "expect": "qc-approval", "csrf_token": bo_token})
+    assert res.status_code == 401
+    assert _try_login(_client(app), "dr-bo", PASSWORD + "!").status_code == 401
+    assert ada.get("/").status_code == 200  # other reviewers' sessions go on
+    assert _approvals(settings, run_id, "qc") == []
+
+
+def test_cli_remove_user_unknown_name_and_declined_prompt_change_nothing(settings, cli_logging):
+    from typer.testing import CliRunner
+
+    from cardiomics.cli import app
+    from cardiomics.review.accounts import Accounts
+
+    accounts = Accounts(settings.home)
+    accounts.add("dr-ada", PASSWORD)
+    before = accounts.path.read_bytes()
+    runner = CliRunner()
+
+    res = runner.invoke(app, ["review", "remove-user", "dr-nobody", "--yes"])
+    assert res.exit_code == 2
+    text = " ".join(res.output.split())
+    assert "unknown-reviewer" in text and "cardiomics review users" in text and "Traceback" not in text
+
+    res = runner.invoke(app, ["review", "remove-user", "dr-ada"], input="n\n")
+    assert res.exit_code == 1 and "Remove reviewer dr-ada?" in res.output and "nothing changed" in res.output
+    assert accounts.names() == ["dr-ada"] and accounts.path.read_bytes() == before
+
+    res = runner.invoke(app, ["review", "remove-user", "dr-ada"], input="y\n")
+    assert res.exit_code == 0, res.output
+    assert accounts.names() == [] and stat.S_IMODE(os.stat(accounts.path).st_mode) == 0o600
+
+
+def test_accounts_changed_at_once_by_two_processes_keep_both_changes(tmp_path):
+    """add and remove read, change and rewrite the file under one lock: concurrent commands both land."""
+    import multiprocessing
+
+    from cardiomics.review.accounts import Accounts
+
+    home = tmp_path / "home"
+    Accounts(home).add("dr-keep", "a-long-password")
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_add_reviewer, args=(home, f"dr-{i}")) for i in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * 6
+    assert Accounts(home).names() == sorted(["dr-keep", *(f"dr-{i}" for i in range(6))])
+
+
+def _add_reviewer(home, name: str) -> None:
+    from cardiomics.review.accounts import Accounts
+
+    Accounts(home).add(name, "a-long-password")

@@ -7,12 +7,16 @@ scrypt digest, and the file is written atomically and readable by its owner only
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import hmac
 import json
 import os
 import re
 import secrets
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,7 +33,7 @@ def _digest(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
 
 
 class Accounts:
-    """The reviewers file: add a user, check a password."""
+    """The reviewers file: add or remove a user, check a password."""
 
     def __init__(self, home: str | Path) -> None:
         self.path = Path(home) / "reviewers.json"
@@ -51,12 +55,44 @@ class Accounts:
         return users
 
     def _save(self, users: dict[str, dict]) -> None:
+        """Replace the file whole: a fresh temporary file, fsynced, renamed over it.
+
+        A new file is 0600; a rewrite keeps the mode the file had (its owner may have tightened it
+        or let the server's group read it), set with fchmod, which the umask does not alter.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".reviewers.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"users": users}, fh, indent=2, sort_keys=True)
-        os.replace(tmp, self.path)
+        try:
+            mode = stat.S_IMODE(os.stat(self.path).st_mode)
+        except FileNotFoundError:
+            mode = 0o600
+        # a unique name opened with O_EXCL: never a leftover file from a crash (with its old mode) nor a symlink
+        tmp = self.path.with_name(f".reviewers.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                os.fchmod(fh.fileno(), mode)
+                json.dump({"users": users}, fh, indent=2, sort_keys=True)
+                fh.flush()
+                os.fsync(fh.fileno())  # the rename must not publish an empty file after a crash
+            os.replace(tmp, self.path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        folder = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)  # the rename itself survives a crash too
+        finally:
+            os.close(folder)
+
+    @contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Holds an exclusive lock for a read-change-write of the file: two commands at once both land."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path.with_name(".reviewers.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
     def names(self) -> list[str]:
         return sorted(self._load())
@@ -67,21 +103,29 @@ class Accounts:
                              hint="use letters, digits and . _ @ - (at most 64 characters)")
         if len(password) < MIN_PASSWORD:
             raise InputError("weak-password", f"the password must have at least {MIN_PASSWORD} characters")
-        users = dict(self._load())  # a copy: the cached dict stays what the file holds
-        if name in users and not replace:
-            raise InputError("reviewer-exists", f"reviewer {name} already exists", hint="pass --replace to set a new password")
         salt = secrets.token_bytes(16)
-        users[name] = {"salt": salt.hex(), "scrypt": dict(SCRYPT),
-                       "hash": _digest(password, salt, **SCRYPT).hex(),
-                       "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
-        self._save(users)
+        record = {"salt": salt.hex(), "scrypt": dict(SCRYPT), "hash": _digest(password, salt, **SCRYPT).hex(),
+                  "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
+        with self._changing():
+            users = dict(self._load())  # a copy: the cached dict stays what the file holds
+            if name in users and not replace:
+                raise InputError("reviewer-exists", f"reviewer {name} already exists", hint="pass --replace to set a new password")
+            users[name] = record
+            self._save(users)
+
+    def require(self, name: str) -> None:
+        """Raise NotFoundError unless the reviewer exists."""
+        if name not in self._load():
+            raise NotFoundError("unknown-reviewer", f"no reviewer {name} in {self.path}",
+                                hint="list the reviewer accounts with `cardiomics review users`")
 
     def remove(self, name: str) -> None:
-        users = dict(self._load())
-        if name not in users:
-            raise NotFoundError("unknown-reviewer", f"no reviewer {name}")
-        del users[name]
-        self._save(users)
+        """Delete the account; its sessions end at their next request (its epoch becomes None)."""
+        with self._changing():
+            self.require(name)
+            users = dict(self._load())  # a copy: the cached dict stays what the file holds
+            del users[name]
+            self._save(users)
 
     def epoch(self, name: str) -> str | None:
         """A short fingerprint of the user's password record, or None for no such user.

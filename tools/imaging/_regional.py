@@ -351,9 +351,37 @@ def _ray_thickness(lab: np.ndarray, centre: tuple[float, float], row_mm: float, 
     return theta, thick
 
 
-def segment_thickness(labels_frame: np.ndarray, frame: AhaFrame, slices: dict[int, bool]) -> dict[int, tuple[float, int]]:
-    """Mean thickness (mm) and ray count per segment on one frame (S, R, C), over the given slices."""
-    sums: dict[int, list[float]] = {k: [] for k in SEGMENT_NAMES}
+_MAX_WINDOW_RAYS = 11  # a running median over 11 of 360 rays (about 11 deg) for the maximum: one stray ray is not a wall
+
+
+@dataclass(frozen=True)
+class SegmentThickness:
+    """One segment's wall on one frame: mean and maximal in-plane thickness (mm) and the rays behind them."""
+
+    mean_mm: float
+    max_mm: float
+    n_rays: int
+
+
+def _running_median(values: np.ndarray, window: int) -> np.ndarray:
+    """Circular running median over ``window`` neighbouring rays, NaN-aware (rays that meet no wall are skipped)."""
+    half = window // 2
+    idx = (np.arange(values.size)[:, None] + np.arange(-half, half + 1)[None, :]) % values.size
+    stacked = values[idx]
+    out = np.full(values.size, np.nan)
+    ok = np.isfinite(stacked).sum(axis=1) > half  # most of the window on the wall
+    out[ok] = np.nanmedian(stacked[ok], axis=1)
+    return out
+
+
+def segment_thickness(labels_frame: np.ndarray, frame: AhaFrame, slices: dict[int, bool]) -> dict[int, SegmentThickness]:
+    """Mean and maximal thickness (mm) per segment on one frame (S, R, C), over the given slices.
+
+    The maximum is taken over the ray profile smoothed by an ~11 deg running median, so a focal
+    bulge a few rays wide counts and a single ray grazing a trabeculation or the RV insertion does not.
+    """
+    found: dict[int, list[float]] = {k: [] for k in SEGMENT_NAMES}
+    peaks: dict[int, list[float]] = {k: [] for k in SEGMENT_NAMES}
     for s in slices:
         lab = labels_frame[s]
         if not (lab == MYO).any():
@@ -361,10 +389,16 @@ def segment_thickness(labels_frame: np.ndarray, frame: AhaFrame, slices: dict[in
         centre = _centre(lab == LV, lab == MYO)
         theta, thick = _ray_thickness(lab, centre, frame.row_mm, frame.col_mm)
         seg = frame.segments_at(s, theta)
+        smooth = _running_median(thick, _MAX_WINDOW_RAYS)
         ok = np.isfinite(thick)
         for k, v in zip(seg[ok], thick[ok]):
-            sums[int(k)].append(float(v))
-    return {k: (float(np.mean(v)), len(v)) if v else (float("nan"), 0) for k, v in sums.items()}
+            found[int(k)].append(float(v))
+        ok = np.isfinite(smooth)
+        for k, v in zip(seg[ok], smooth[ok]):
+            peaks[int(k)].append(float(v))
+    nan = float("nan")
+    return {k: SegmentThickness(float(np.mean(v)) if v else nan, max(peaks[k]) if peaks[k] else nan, len(v))
+            for k, v in found.items()}
 
 
 def _measured_slices(labels_ed: np.ndarray, frame: AhaFrame) -> dict[int, bool]:
@@ -394,6 +428,10 @@ class RegionalSegment(BaseModel):
     name: str
     level: Level
     ed_wall_thickness_mm: Estimate | None = Field(None, description="Mean in-plane end-diastolic wall thickness.")
+    ed_max_wall_thickness_mm: Estimate | None = Field(None, description=(
+        "Maximal in-plane end-diastolic wall thickness in the segment (ray profile smoothed over ~11 deg): the "
+        "hypertrophy criterion is a maximal thickness, so a focal bulge is flagged even when the mean is normal. "
+        "Not flagged in apical segments, where the in-plane value over-estimates an obliquely cut wall."))
     es_wall_thickness_mm: Estimate | None = Field(None, description="Mean in-plane end-systolic wall thickness.")
     systolic_thickening_pct: Estimate | None = Field(None, description="(ES - ED) / ED thickness, %.")
     n_rays_ed: int = Field(description="Radial samples behind the ED mean.")
@@ -418,6 +456,10 @@ class RegionalFunction(ToolOutput):
     slice_order: Literal["base-first", "apex-first"] = Field(description="Found from the anatomy (the LV tapers towards the apex).")
     slices: list[SliceGeometry]
     segments: list[RegionalSegment]
+    max_ed_wall_thickness_mm: Estimate | None = Field(None, description=(
+        "Maximal end-diastolic wall thickness over the basal and mid segments (1-12), flagged at 15 mm; apical "
+        "in-plane values over-estimate the wall where the slice cuts it obliquely and are not judged."))
+    max_ed_wall_thickness_segment: int | None = Field(None, ge=1, le=12, description="AHA segment where the maximum lies.")
     method: str
     figures: list[BullseyeFigure]
     qc: list[QcCheck]
@@ -455,8 +497,10 @@ def regional_function(inp: RegionalFunctionInput, ctx: ToolContext) -> RegionalF
     Use after `segment` on a short-axis cine (several frames, LV and RV segmented). Segments are
     placed from the anatomy: basal / mid / apical thirds of the slices with an LV cavity at ED (the
     cavity-less apical cap is in no segment), and the septum between the RV insertion points. ED wall
-    thickness is flagged against published cut-offs, the cut-off itself abnormal (thinning at or
-    below 5.5 mm, hypertrophy at or above 15 mm). Intervals: 95 % from test-time augmentation (t
+    thickness, each segment's mean and its maximum, is flagged against published cut-offs, the
+    cut-off itself abnormal (thinning at or below 5.5 mm, hypertrophy at or above 15 mm: the
+    hypertrophy criterion is a maximal thickness, so the maximum can flag a focal bulge whose
+    segment mean is normal; apical maxima are shown but not judged, the oblique cut inflating them). Intervals: 95 % from test-time augmentation (t
     quantile). Returns the stored segment map id for `lge_burden` and figures.
     """
     meta = ctx.store.meta(inp.segmentation_id)
@@ -488,24 +532,31 @@ def regional_function(inp: RegionalFunctionInput, ctx: ToolContext) -> RegionalF
     def interval(k: int, point: float, kind: str) -> Interval | None:
         vals = []
         for m in members:
-            a, b = m[0][k][0], m[1][k][0]
-            vals.append(a if kind == "ed" else b if kind == "es" else 100.0 * (b - a) / a if a > 0 else np.nan)
+            a, b = m[0][k].mean_mm, m[1][k].mean_mm
+            vals.append(a if kind == "ed" else m[0][k].max_mm if kind == "max" else b if kind == "es"
+                        else 100.0 * (b - a) / a if a > 0 else np.nan)
         # thickness is not negative, so thickening (ES - ED) / ED is at least -100 %; it has no upper limit
         return tta_interval(point, vals, lower_bound=-100.0 if kind == "pct" else 0.0)
 
     segments = []
     for k, name in SEGMENT_NAMES.items():
         level: Level = "basal" if k <= 6 else "mid" if k <= 12 else "apical"
-        a, n = ed_t[k]
-        b, _ = es_t[k]
+        a, n, peak = ed_t[k].mean_mm, ed_t[k].n_rays, ed_t[k].max_mm
+        b = es_t[k].mean_mm
         ok = n > 0 and np.isfinite(a) and np.isfinite(b) and a > 0
         thick_pct = 100.0 * (b - a) / a if ok else float("nan")
         segments.append(RegionalSegment(
             segment=k, name=name, level=level, n_rays_ed=n,
             ed_wall_thickness_mm=Estimate.of(a, "mm", reference=ref, interval=interval(k, a, "ed")) if ok else None,
+            # apical in-plane maxima over-estimate where the slice cuts the tapering wall obliquely: shown, not judged
+            ed_max_wall_thickness_mm=(Estimate.of(peak, "mm", reference=ref if level != "apical" else None,
+                                                  interval=interval(k, peak, "max"))
+                                      if ok and np.isfinite(peak) else None),
             es_wall_thickness_mm=Estimate.of(b, "mm", interval=interval(k, b, "es")) if ok else None,
             systolic_thickening_pct=Estimate.of(thick_pct, "%", interval=interval(k, thick_pct, "pct")) if ok else None,
         ))
+    with_max = [x for x in segments if x.ed_max_wall_thickness_mm is not None and x.level != "apical"]
+    thickest = max(with_max, key=lambda x: x.ed_max_wall_thickness_mm.value, default=None)
     seg_map = frame.segment_map(labels[ed] == MYO)
     aha_id = ctx.store.put("aha", {"segments": seg_map}, {
         "segmentation_id": inp.segmentation_id, "ed_frame": ed, "handedness": frame.handedness,
@@ -540,8 +591,11 @@ def regional_function(inp: RegionalFunctionInput, ctx: ToolContext) -> RegionalF
         segmentation_id=inp.segmentation_id, aha_map_id=aha_id, ed_frame=ed, es_frame=es,
         orientation_source=source, orientation_note=note, slice_order="base-first" if frame.base_first else "apex-first",
         slices=slices, segments=segments,
+        max_ed_wall_thickness_mm=thickest.ed_max_wall_thickness_mm if thickest else None,
+        max_ed_wall_thickness_segment=thickest.segment if thickest else None,
         method=("in-plane wall thickness along 360 radial rays from the LV blood-pool centroid per slice (first myocardial run, "
-                "quarter-pixel nearest-neighbour sampling), averaged per segment over the slices of its level; thickening from "
+                "quarter-pixel nearest-neighbour sampling), averaged per segment over the slices of its level; the segment "
+                "maximum is the largest value of the ray profile after an 11-ray (~11 deg) running median; thickening from "
                 "the segment means at ED and ES; apical values over-estimate where the slice cuts the wall obliquely"),
         figures=figures, qc=qc, qc_verdict=verdict,
     )
