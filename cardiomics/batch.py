@@ -28,6 +28,7 @@ Layout of ``OUT``::
     batch_summary.json            status (running, finished, interrupted), counts, throughput, failures of the last invocation
     .batch.lock                   held by the batch writing here (one at a time)
     studies/<name>/phenotypes.json, report_draft.json, report_draft.html, audit/<run_id>.jsonl, manifest.json
+    studies/<name>/.study.lock    held by the task analysing that study
 """
 
 from __future__ import annotations
@@ -119,13 +120,21 @@ def _nifti_stem(p: Path) -> str:
 
 
 def _folder_study(folder: Path) -> Path:
-    """A folder holding one NIfTI volume (and nothing else of note) is that volume; otherwise the folder is the study."""
+    """A folder holding one NIfTI volume (and nothing else of note) is that volume; otherwise the folder is the study.
+
+    A NIfTI beside DICOM files is not taken for the study: the folder is, and the loader refuses it
+    as ambiguous (the NIfTI may be a mask or a conversion), so the batch reports that study."""
+    from cardiomics.tools.imaging._io import looks_like_dicom
+
     try:
         entries = list(folder.iterdir())
     except OSError:  # unreadable: the study is still tried, and fails with the loader's own error
         return folder
     niftis = [q for q in entries if _is_nifti(q)]
-    return niftis[0] if len(niftis) == 1 and not any(q.is_dir() for q in entries) else folder
+    if len(niftis) != 1 or any(q.is_dir() for q in entries):
+        return folder
+    others = [q for q in entries if q != niftis[0] and not q.name.startswith(".")]
+    return folder if any(looks_like_dicom(q) for q in others) else niftis[0]
 
 
 def discover(studies_dir: str | Path, *, exclude: str | Path | None = None) -> list[Study]:
@@ -489,19 +498,55 @@ def analyse_study(name: str, path: str, out_dir: str, salt: bytes, *, torch_thre
     returns a StudyOutcome as a dict. Never raises for a bad study.
 
     ``client_version``: the cardiomics version that started the batch; a worker running another one
-    (or not seeing ``out_dir`` or the study) fails the study without touching its folder."""
-    from cardiomics.audit import AuditTrail
-    from cardiomics.errors import CardiomicsError
-    from cardiomics.tools import ArtifactStore, ToolContext
-
+    (or not seeing ``out_dir`` or the study) fails the study without touching its folder; so does a
+    task that finds another still analysing the same study (``study-in-progress``)."""
     worker = f"{socket.gethostname()}:{os.getpid()}"
     unfit = _unfit_worker(client_version, out_dir, path)
     if unfit is not None:
         return StudyOutcome(study=name, status="failed", worker=worker, error=unfit).model_dump()
-    _prepare_worker(torch_threads)
-    started = time.perf_counter()
     study_out = Path(out_dir) / "studies" / name
     (study_out / "audit").mkdir(parents=True, exist_ok=True)
+    with _study_lock(study_out) as held:
+        if not held:
+            return StudyOutcome(study=name, status="failed", worker=worker, error={
+                "error": "InputError", "code": "study-in-progress",
+                "message": f"another task is still analysing {name} (a worker of an interrupted batch finishing it?)",
+                "hint": "rerun the batch once that task has finished: the study is then skipped, or analysed again"}).model_dump()
+        return _analyse_held(name, path, study_out, salt, worker, torch_threads=torch_threads,
+                             keep_artifacts=keep_artifacts, covariates=covariates)
+
+
+@contextmanager
+def _study_lock(study_out: Path):
+    """Yields whether this task holds ``STUDY/.study.lock``. A worker keeps running its study after the batch
+    that sent it was stopped (Dask cannot interrupt a task); a rerun's task for the same study must not write
+    the same files at once. The kernel drops the lock when the holder exits, however it exits."""
+    import fcntl
+
+    fd = os.open(study_out / ".study.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        except OSError as exc:  # a file system without locks (some NFS mounts): analyse, unguarded, and say so
+            log.warning("study lock unavailable", study=study_out.name, error=str(exc))
+        yield True
+    finally:
+        os.close(fd)
+
+
+def _analyse_held(name: str, path: str, study_out: Path, salt: bytes, worker: str, *,
+                  torch_threads: int | Mapping[str, int] | None, keep_artifacts: bool,
+                  covariates: Covariates | None) -> dict[str, Any]:
+    """``analyse_study`` once this task holds the study's lock."""
+    from cardiomics.audit import AuditTrail
+    from cardiomics.errors import CardiomicsError
+    from cardiomics.tools import ArtifactStore, ToolContext
+
+    _prepare_worker(torch_threads)
+    started = time.perf_counter()
     (study_out / MANIFEST).unlink(missing_ok=True)  # outputs are rewritten: not verified until the new manifest
     run_id = f"batch-{datetime.now(UTC):%Y%m%d-%H%M%S}-{os.urandom(3).hex()}"
     audit = AuditTrail(study_out / "audit", run_id)

@@ -71,8 +71,15 @@ def test_discover_takes_subfolders_and_nifti_files(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "frame.nii.gz").write_bytes(b"")
+    (tmp_path / "d").mkdir()  # a NIfTI beside a DICOM file: the folder, which the loader refuses as ambiguous
+    (tmp_path / "d" / "mask.nii.gz").write_bytes(b"")
+    (tmp_path / "d" / "IM0001").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
+    (tmp_path / "e").mkdir()  # a NIfTI with its text sidecars is still that NIfTI
+    (tmp_path / "e" / "scan.nii.gz").write_bytes(b"")
+    (tmp_path / "e" / "Info.cfg").write_text("ED: 1\nES: 12\n")
     found = {s.name: s.path for s in discover(tmp_path)}
-    assert found == {"a": tmp_path / "a", "b": tmp_path / "b.nii.gz", "c": tmp_path / "c" / "frame.nii.gz"}
+    assert found == {"a": tmp_path / "a", "b": tmp_path / "b.nii.gz", "c": tmp_path / "c" / "frame.nii.gz",
+                     "d": tmp_path / "d", "e": tmp_path / "e" / "scan.nii.gz"}
 
 
 def test_discover_refuses_two_entries_of_one_name_and_skips_the_output_folder(tmp_path):
@@ -775,3 +782,29 @@ def test_torch_threads_share_each_machine_among_its_workers():
     }
     assert torch_threads_per_worker(report) == {"tcp://a:1": 4, "tcp://a:2": 4, "tcp://a:3": 4, "tcp://b:1": 8, "tcp://c:1": 1}
     assert _threads_here({"tcp://a:1": 4}) is None  # outside a Dask worker the plan does not apply
+
+
+def test_a_study_still_being_analysed_is_not_written_by_a_second_task(tmp_path):
+    """A worker of a stopped batch may still run a study (Dask cannot interrupt it); a rerun's task for the
+    same study fails as study-in-progress and leaves that study's files alone."""
+    import fcntl
+
+    from cardiomics.batch import analyse_study
+
+    study = tmp_path / "cohort" / "s1"
+    study.mkdir(parents=True)
+    (study / "IM0001").write_bytes(b"x")
+    out = tmp_path / "out"
+    study_out = out / "studies" / "s1"
+    study_out.mkdir(parents=True)
+    (study_out / "manifest.json").write_text('{"study": "s1"}')
+    with open(study_out / ".study.lock", "a+") as held:  # the task still running
+        fcntl.flock(held, fcntl.LOCK_EX)
+        outcome = analyse_study("s1", str(study), str(out), b"s" * 32)
+    assert outcome["status"] == "failed" and outcome["error"]["code"] == "study-in-progress"
+    assert "rerun" in outcome["error"]["hint"]
+    assert (study_out / "manifest.json").read_text() == '{"study": "s1"}'
+    assert not list((study_out / "audit").iterdir())
+    # once the other task has finished, the study is analysed (here it fails as unreadable, but it is tried)
+    outcome = analyse_study("s1", str(study), str(out), b"s" * 32)
+    assert outcome["error"]["code"] != "study-in-progress" and not (study_out / "manifest.json").exists()

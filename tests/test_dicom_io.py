@@ -123,6 +123,19 @@ def test_input_files_are_not_modified(series):
     assert before == {p.name: (sha256_file(p), p.stat().st_mtime_ns) for p in series.iterdir()}
 
 
+def test_a_nifti_beside_a_dicom_series_is_refused_as_ambiguous(phantom, copy):
+    """A NIfTI in a series folder may be a mask or a conversion: neither file kind is taken silently."""
+    import nibabel as nib
+
+    nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), dtype=np.uint8), np.eye(4)), str(copy / "mask.nii.gz"))
+    with pytest.raises(StudyError) as info:
+        read_study(copy, SALT)
+    assert info.value.code == "ambiguous-study-folder"
+    assert "mask.nii.gz" in info.value.message and "NIfTI file itself" in info.value.hint
+    (copy / "mask.nii.gz").unlink()
+    assert read_study(copy, SALT).images.shape[:2] == (SPEC.n_frames, SPEC.n_slices)  # the series alone reads
+
+
 def test_two_series_in_one_folder_is_refused_naming_them(phantom, copy):
     other = write_dicom_series(phantom.images[:2, :2], phantom.spacing_mm, copy, series_description="LGE PSIR",
                                series_number=9, seed=11, **FAKE)
