@@ -106,3 +106,29 @@ def test_tta_interval_half_width_and_clipping():
     ef = tta_interval(97.0, [99.0, 92.0, 100.0, 95.0], lower_bound=0.0, upper_bound=100.0)
     assert ef.upper == 100.0 and ef.lower < 97.0 and "≤ 100" in ef.method
     assert tta_interval(5.0, [6.0]) is None and tta_interval(float("nan"), [1.0, 2.0]) is None
+
+
+@pytest.mark.parametrize("declared, frame_numbers, passed", [
+    ({"ed_frame_number": 1, "es_frame_number": 4}, None, True),     # frames 0 and 3 of the cine: agree
+    ({"ed_frame_number": 1, "es_frame_number": 5}, None, True),     # ES one frame later: within tolerance
+    ({"ed_frame_number": 1, "es_frame_number": 6}, None, False),    # two frames from the LV minimum: warns
+    ({"ed_frame_number": 3, "es_frame_number": 4}, None, False),    # ED declared at frame 2: warns
+    ({"ed_frame_number": 1, "es_frame_number": 11}, [1, 3, 5, 7, 9, 11], False),  # per-frame files: 11 is position 5
+    ({"ed_frame_number": 1, "es_frame_number": 7}, [1, 3, 5, 7, 9, 11], True),   # 7 is position 3, the LV minimum
+])
+def test_frames_declared_by_the_study_are_checked_not_used(ctx, declared, frame_numbers, passed):
+    stack_meta = {"format": "nifti", "acdc_info": declared, **({"frame_numbers": frame_numbers} if frame_numbers else {})}
+    study_id = ctx.store.put("study", {"images": np.zeros((1, 1, 1, 1), dtype=np.float32)}, {"meta": stack_meta})
+    seg = ctx.store.put("seg", {"labels": _series(LV, RV_LAGGING)},
+                        {"study_id": study_id, "spacing_mm": list(SPACING), "model": TRUTH_MODEL})
+    out = call_tool("cardiac_function", {"segmentation_id": seg}, ctx)
+    assert (out.ed_frame, out.es_frame) == (0, 3)  # the volume extremes, whatever is declared
+    check = next(q for q in out.qc if q.check == "declared-frames")
+    assert check.passed is passed, check.detail
+    assert out.qc_verdict == ("pass" if passed else "warn")
+    assert "Info.cfg" in check.detail and ("apart" in check.detail) is (not passed)
+
+
+def test_no_declared_frames_no_check(ctx):
+    out = call_tool("cardiac_function", {"segmentation_id": _put(ctx, _series(LV, RV_LAGGING))}, ctx)
+    assert all(q.check != "declared-frames" for q in out.qc)

@@ -9,6 +9,8 @@ import numpy as np
 import structlog
 from pydantic import BaseModel, Field
 
+from cardiomics.errors import NotFoundError
+
 from .._registry import ToolContext, tool
 from ..contract import Estimate, ModelRef, QcCheck, ToolOutput
 from ._interval import tta_interval
@@ -67,6 +69,41 @@ def _indices(labels: np.ndarray, voxel_ml: float, ed: int, es: int, rv_ed: int, 
     }
 
 
+def declared_frames(store, study_id: str | None, n_frames: int) -> tuple[int, int, str] | None:
+    """The ED and ES frame indices the study itself declares (an ACDC ``Info.cfg``) and how it numbers
+    them, or None.
+
+    ``Info.cfg`` numbers frames from 1 in the full cine; a study read from per-frame files holds only
+    those frames (``frame_numbers``), so a number maps to its position among them.
+    """
+    if not study_id:
+        return None
+    try:
+        stack_meta = store.meta(study_id).get("meta") or {}
+    except NotFoundError:  # a segmentation whose study is not in this store (written by another tool)
+        return None
+    info = stack_meta.get("acdc_info") or {}
+    numbers = stack_meta.get("frame_numbers")
+
+    def index(n: int | None) -> int | None:
+        if n is None:
+            return None
+        if numbers:
+            return numbers.index(n) if n in numbers else None
+        return n - 1 if 1 <= n <= n_frames else None
+
+    ed, es = index(info.get("ed_frame_number")), index(info.get("es_frame_number"))
+    if ed is None or es is None:
+        return None
+    return ed, es, f"Info.cfg: ED {info['ed_frame_number']}, ES {info['es_frame_number']}, counted from 1"
+
+
+def _frame_gap(a: int, b: int, n: int) -> int:
+    """Frames between two phases of a cyclic cine."""
+    d = abs(a - b) % n
+    return min(d, n - d)
+
+
 def mosteller_bsa(height_cm: float, weight_kg: float) -> float:
     return math.sqrt(height_cm * weight_kg / 3600.0)
 
@@ -96,7 +133,9 @@ def cardiac_function(inp: CardiacFunctionInput, ctx: ToolContext) -> CardiacFunc
     Use after `segment`. End-diastole and end-systole are found for each ventricle separately (SCMR
     post-processing recommendations): the largest and smallest LV cavity volume over the cine for
     the LV indices and mass (`ed_frame`, `es_frame`), the largest and smallest RV cavity volume for
-    the RV indices (`rv_ed_frame`, `rv_es_frame`; a QC note says when they differ from the LV's).
+    the RV indices (`rv_ed_frame`, `rv_es_frame`; a QC note says when they differ from the LV's). Where
+    the study declares its ED and ES frames (an ACDC `Info.cfg`), QC warns when the LV's are more than
+    one frame away from them.
     Indexed values need height and weight (Mosteller BSA). Each value carries a 95 % interval from
     test-time augmentation (t quantile over the few members, clipped to the physical range) and a
     flag against published adult reference ranges.
@@ -144,6 +183,14 @@ def cardiac_function(inp: CardiacFunctionInput, ctx: ToolContext) -> CardiacFunc
             f"RV end-diastole frame {rv_ed}, end-systole frame {rv_es} (LV: {ed}, {es}); RV volumes and RVEF are taken "
             "at the RV's own frames")))
         log.info("rv frames differ from lv", ed=ed, es=es, rv_ed=rv_ed, rv_es=rv_es)
+    declared = declared_frames(ctx.store, meta.get("study_id"), labels.shape[0])
+    if declared is not None:
+        # a cross-check, not a substitute: ED/ES stay the volume extremes, as SCMR post-processing defines them
+        gap = max(_frame_gap(ed, declared[0], labels.shape[0]), _frame_gap(es, declared[1], labels.shape[0]))
+        qc.append(QcCheck(check="declared-frames", passed=gap <= 1, detail=(
+            f"the study declares ED frame {declared[0]}, ES frame {declared[1]} ({declared[2]}); "
+            f"the LV volume curve gives {ed}, {es}"
+            + ("" if gap <= 1 else f": {gap} frames apart, check the segmentation at both frames"))))
     verdict = "pass" if all(q.passed for q in qc) else "warn"
     return CardiacFunction(
         ed_frame=ed, es_frame=es, rv_ed_frame=rv_ed, rv_es_frame=rv_es, bsa_m2=round(bsa, 3) if bsa else None,
