@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import secrets
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from pydantic import BaseModel
 from cardiomics import __version__, prompts
 from cardiomics.config import Settings
 from cardiomics.errors import InputError, NotFoundError, PolicyError
+from cardiomics.filelock import exclusive
 from cardiomics.hashing import sha256_json
 
 from .checkpointer import Checkpointer
@@ -89,12 +89,8 @@ class Runs:
     @contextmanager
     def _locked(self, run_id: str) -> Iterator[None]:
         """One decision at a time per run, across processes."""
-        with open(self.settings.runs_dir / f"{run_id}.lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with exclusive(self.settings.runs_dir / f"{run_id}.lock"):
+            yield
 
     def decide(self, run_id: str, reviewer: str, decision: str, comment: str = "",
                expect: Waiting | None = None, expect_version: int | None = None) -> RunStatus:

@@ -18,7 +18,6 @@ later line.
 
 from __future__ import annotations
 
-import fcntl
 import hmac
 import json
 import os
@@ -38,6 +37,7 @@ import structlog
 from cardiomics.audit import AuditTrail
 from cardiomics.config import Settings
 from cardiomics.errors import InputError, NotFoundError, PolicyError
+from cardiomics.filelock import exclusive
 from cardiomics.hashing import sha256_text
 
 log = structlog.get_logger(__name__)
@@ -161,9 +161,7 @@ class TokenStore:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         """Serialise read-modify-write of the token file between processes (released when the file closes)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(".mcp_tokens.lock"), "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+        with exclusive(self.path.with_name(".mcp_tokens.lock")):
             yield
 
     # -- operations --------------------------------------------------------------------------

@@ -7,7 +7,6 @@ scrypt digest, and the file is written atomically and readable by its owner only
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import hmac
 import json
@@ -15,12 +14,11 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cardiomics.errors import InputError, NotFoundError
+from cardiomics.filelock import exclusive
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MIN_PASSWORD = 8
@@ -83,17 +81,6 @@ class Accounts:
         finally:
             os.close(folder)
 
-    @contextmanager
-    def _changing(self) -> Iterator[None]:
-        """Holds an exclusive lock for a read-change-write of the file: two commands at once both land."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path.with_name(".reviewers.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
-
     def names(self) -> list[str]:
         return sorted(self._load())
 
@@ -106,7 +93,7 @@ class Accounts:
         salt = secrets.token_bytes(16)
         record = {"salt": salt.hex(), "scrypt": dict(SCRYPT), "hash": _digest(password, salt, **SCRYPT).hex(),
                   "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
-        with self._changing():
+        with exclusive(self.path.with_name(".reviewers.lock")):  # read-change-write: two commands at once both land
             users = dict(self._load())  # a copy: the cached dict stays what the file holds
             if name in users and not replace:
                 raise InputError("reviewer-exists", f"reviewer {name} already exists", hint="pass --replace to set a new password")
@@ -121,7 +108,7 @@ class Accounts:
 
     def remove(self, name: str) -> None:
         """Delete the account; its sessions end at their next request (its epoch becomes None)."""
-        with self._changing():
+        with exclusive(self.path.with_name(".reviewers.lock")):
             self.require(name)
             users = dict(self._load())  # a copy: the cached dict stays what the file holds
             del users[name]

@@ -533,8 +533,8 @@ def regional_function(inp: RegionalFunctionInput, ctx: ToolContext) -> RegionalF
         vals = []
         for m in members:
             a, b = m[0][k].mean_mm, m[1][k].mean_mm
-            vals.append(a if kind == "ed" else m[0][k].max_mm if kind == "max" else b if kind == "es"
-                        else 100.0 * (b - a) / a if a > 0 else np.nan)
+            value = {"ed": a, "es": b, "max": m[0][k].max_mm}.get(kind)
+            vals.append(value if value is not None else 100.0 * (b - a) / a if a > 0 else np.nan)
         # thickness is not negative, so thickening (ES - ED) / ED is at least -100 %; it has no upper limit
         return tta_interval(point, vals, lower_bound=-100.0 if kind == "pct" else 0.0)
 
