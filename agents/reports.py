@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
+from cardiomics.atomicfile import write_atomic
 from cardiomics.errors import NotFoundError, PolicyError
 from cardiomics.tools.report import Report, render_html
 
@@ -18,22 +18,27 @@ class ReportStore:
         return self.root / run_id
 
     def save(self, report: Report) -> Path:
-        """Write ``v<N>.json`` and ``v<N>.html``; an existing version is never overwritten."""
+        """Write ``v<N>.json`` and ``v<N>.html``; an existing version is never overwritten.
+
+        Both are fsynced before they are named (a signature in the audit trail must not point at a
+        version lost in a crash). The HTML goes first; the JSON, which makes the version exist, is
+        linked into place, so of two writers of one version only one succeeds.
+        """
         d = self._dir(report.run_id)
-        d.mkdir(parents=True, exist_ok=True)
         path = d / f"v{report.version}.json"
-        if path.exists():
-            existing = Report.model_validate_json(path.read_text())
-            if existing.content_sha256() == report.content_sha256() and existing.signature == report.signature:
-                return path  # the same version written again by a resumed node
-            raise PolicyError("version-exists", f"report {report.run_id} v{report.version} already exists and is immutable",
-                              hint="save changes as a new version")
-        for suffix, text in ((".html", render_html(report)), (".json", report.model_dump_json(indent=2))):
-            tmp = d / f".v{report.version}{suffix}.tmp"
-            tmp.write_text(text, encoding="utf-8")
-            os.chmod(tmp, 0o444)  # versions are read-only once written
-            os.replace(tmp, d / f"v{report.version}{suffix}")
-        return path
+        if not path.exists():
+            write_atomic(d / f"v{report.version}.html", render_html(report), mode=0o444)  # read-only once written
+            try:
+                return write_atomic(path, report.model_dump_json(indent=2), mode=0o444, replace=False)
+            except FileExistsError:
+                # another writer of this version came first; its HTML may have been replaced by ours
+                existing = Report.model_validate_json(path.read_text())
+                write_atomic(d / f"v{report.version}.html", render_html(existing), mode=0o444)
+        existing = Report.model_validate_json(path.read_text())
+        if existing.content_sha256() == report.content_sha256() and existing.signature == report.signature:
+            return path  # the same version written again by a resumed node
+        raise PolicyError("version-exists", f"report {report.run_id} v{report.version} already exists and is immutable",
+                          hint="save changes as a new version")
 
     def versions(self, run_id: str) -> list[int]:
         return sorted(int(p.stem[1:]) for p in self._dir(run_id).glob("v*.json"))

@@ -14,6 +14,7 @@ from langgraph.types import Command
 from pydantic import BaseModel
 
 from cardiomics import __version__, prompts
+from cardiomics.atomicfile import write_atomic
 from cardiomics.config import Settings
 from cardiomics.errors import InputError, NotFoundError, PolicyError
 from cardiomics.filelock import exclusive
@@ -72,7 +73,7 @@ class Runs:
             raise InputError("not-found", f"study path {study_path} does not exist", hint="pass a DICOM series folder or a NIfTI file")
         created = datetime.now(UTC)
         run_id = f"run-{created:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
-        self._index(run_id).write_text(json.dumps({"run_id": run_id, "created_at": created.isoformat(timespec="seconds")}))
+        write_atomic(self._index(run_id), json.dumps({"run_id": run_id, "created_at": created.isoformat(timespec="seconds")}))
         patient = {k: v for k, v in (("height_cm", height_cm), ("weight_kg", weight_kg), ("sex", sex)) if v is not None}
         self.services.audit(run_id).append("run_start", "system", cardiomics_version=__version__,
                                            llm=getattr(self.planner, "description", "none (deterministic planner)"),
@@ -80,8 +81,7 @@ class Runs:
                                            patient_fields=sorted(patient), once_key="start")
         inputs = {"study_path": str(Path(study_path).resolve()), "omics_path": str(Path(omics_path).resolve()) if omics_path else None}
         sidecar = self.services.inputs_file(run_id)
-        sidecar.touch(mode=0o600)
-        sidecar.write_text(json.dumps(inputs))
+        write_atomic(sidecar, json.dumps(inputs), mode=0o600)  # a folder name can carry a patient's name
         self.graph.invoke({"run_id": run_id, "patient": patient, "status": "processing", "results": {},
                            "inputs_sha256": sha256_json(inputs)}, self._config(run_id))
         return self.status(run_id)

@@ -34,6 +34,7 @@ Layout of ``OUT``::
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
@@ -53,6 +54,7 @@ import structlog
 from pydantic import BaseModel, Field
 
 from cardiomics import __version__
+from cardiomics.atomicfile import write_atomic
 from cardiomics.errors import InputError
 
 log = structlog.get_logger(__name__)
@@ -99,7 +101,9 @@ class BatchSummary(BaseModel):
     failed: int
     analysed_again: dict[str, int] = Field(default_factory=dict, description="Studies with earlier outputs analysed again, by reason "
                                            "(input changed, another cardiomics version, other covariates, outputs altered…).")
-    studies_per_min: float | None = Field(description="Analysed (not skipped) studies per minute of wall time.")
+    studies_per_min: float | None = Field(description="Studies analysed (done or failed; not skipped) per minute of wall time.")
+    done_per_min: float | None = Field(None, description="Studies analysed successfully per minute of wall time: a batch "
+                                       "whose studies fail fast has a high studies_per_min and a low done_per_min.")
     approvals: str = APPROVALS_NOTE
     table: str | None
     failures: list[StudyOutcome]
@@ -370,12 +374,6 @@ def not_indexable(covariates: Mapping[str, Covariates]) -> list[str]:
 # one study (runs inside a worker process)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _flatten(prefix: str, est: Any, row: dict[str, Any]) -> None:
     """An Estimate (dict) as value, interval and flag columns."""
     if not isinstance(est, dict) or "value" not in est:
@@ -557,13 +555,12 @@ def _analyse_held(name: str, path: str, study_out: Path, salt: bytes, worker: st
         store = ArtifactStore(work)
         salt_path = store.root / ".salt"
         if not salt_path.exists():  # one salt for the cohort: study keys are stable across workers and reruns
-            salt_path.write_bytes(salt)
-            os.chmod(salt_path, 0o600)
+            write_atomic(salt_path, salt, mode=0o600)
         audit.append("run_start", "system", mode="batch", cardiomics_version=__version__, llm="none (deterministic planner)",
                      approvals=APPROVALS_NOTE, once_key="start")
         results = _protocol(run_id, path, ToolContext(store=store, seed=0), audit, study_out, patient=covariates)
         row = phenotype_row(name, run_id, results, covariates)
-        _write_atomic(study_out / PHENOTYPES, json.dumps(row, indent=1, sort_keys=True))
+        write_atomic(study_out / PHENOTYPES, json.dumps(row, indent=1, sort_keys=True))
         audit.append("run_finished", "system", status="draft", approvals="not-given", once_key="finished")
         files = {rel: _sha256(study_out / rel) for rel in (PHENOTYPES, REPORT_JSON, REPORT_HTML)}
         manifest = {"study": name, "run_id": run_id, "audit": f"audit/{run_id}.jsonl", "files": files,
@@ -571,7 +568,7 @@ def _analyse_held(name: str, path: str, study_out: Path, salt: bytes, worker: st
                     "source": str(path), "input_fingerprint": fingerprint, "salt_id": salt_id(salt),
                     "finished_at": datetime.now(UTC).isoformat(timespec="seconds"), "approvals": APPROVALS_NOTE,
                     "worker": worker}  # host:pid, so a cluster's odd results can be traced to the machine that made them
-        _write_atomic(study_out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))  # last: marks the study done
+        write_atomic(study_out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True))  # last: marks the study done
         return StudyOutcome(study=name, status="done", run_id=run_id, seconds=round(time.perf_counter() - started, 3),
                             worker=worker).model_dump()
     except CardiomicsError as exc:
@@ -628,8 +625,8 @@ def _protocol(run_id: str, path: str, ctx, audit, study_out: Path, patient: Cova
             break
     report.narrative, report.grounding_flags = draft, problems
     report.limitations = [*report.limitations, "Batch mode: this draft was neither QC-approved nor signed off by a reviewer."]
-    _write_atomic(study_out / REPORT_JSON, report.model_dump_json(indent=1))
-    _write_atomic(study_out / REPORT_HTML, render_html(report))
+    write_atomic(study_out / REPORT_JSON, report.model_dump_json(indent=1))
+    write_atomic(study_out / REPORT_HTML, render_html(report))
     audit.append("report_version", "explanation", version=1, status=report.status, report_sha256=report.content_sha256(),
                  grounding_flags=len(report.grounding_flags), once_key="report:v1")
     audit.append("approval_not_given", "system", checkpoint="signoff", reason="batch mode", once_key="no-approval:signoff")
@@ -659,9 +656,9 @@ def write_table(out_dir: str | Path, studies: Iterable[str]) -> Path | None:
     frame = frame[first + [c for c in frame.columns if c not in first]]
     table = pa.Table.from_pandas(frame, preserve_index=False)
     path = out / TABLE
-    tmp = out / f".{TABLE}.{os.getpid()}.tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    write_atomic(path, buf.getvalue())
     return path
 
 
@@ -962,10 +959,11 @@ def _run_locked(studies: list[Study], per_study: dict[str, Covariates], studies_
             done=sum(o.status == "done" for o in outcomes), skipped=sum(o.status == "skipped" for o in outcomes),
             failed=sum(o.status == "failed" for o in outcomes), analysed_again=again,
             studies_per_min=round(len(analysed) / wall * 60, 2) if analysed and wall > 0 else None,
+            done_per_min=round(sum(o.status == "done" for o in analysed) / wall * 60, 2) if analysed and wall > 0 else None,
             table=str(table) if table else None, failures=[o for o in outcomes if o.status == "failed"],
             covariates=str(Path(covariates).resolve()) if covariates is not None else None,
         )
-        _write_atomic(out / SUMMARY, result.model_dump_json(indent=1))
+        write_atomic(out / SUMMARY, result.model_dump_json(indent=1))
         return result
 
     try:

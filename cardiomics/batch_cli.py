@@ -65,6 +65,8 @@ def register(app: typer.Typer, *, friendly, out, err) -> None:
             if progress.live.is_started:  # stopping a bar never shown prints a stray blank line above a refusal
                 progress.stop()
         rate = f"{summary.studies_per_min:.1f} studies/min" if summary.studies_per_min else "—"
+        if summary.failed and summary.done_per_min is not None:
+            rate += f", {summary.done_per_min:.1f} done/min"
         out.print(f"{summary.n_studies} studies: [green]{summary.done} done[/], {summary.skipped} skipped (already done), "
                   f"[red]{summary.failed} failed[/] in {summary.wall_s:.1f} s ({rate}, {summary.engine})", highlight=False)
         out.print(f"approvals {summary.approvals}", highlight=False)

@@ -190,7 +190,9 @@ def report(run_id: str, format: Format = typer.Option(Format.html, "--format", h
     rep = store.load(run_id, version)
     path = store.path(run_id, rep.version, f".{format.value}")
     if output:
-        output.write_bytes(path.read_bytes())
+        from cardiomics.atomicfile import write_atomic
+
+        write_atomic(output, path.read_bytes())
         out.print(f"wrote {output} (report v{rep.version}, {rep.status})", highlight=False)
     else:
         out.print(str(path), highlight=False)

@@ -9,6 +9,10 @@ entry and takes effect on the next request (the file is re-read when it changes)
 A token expires (90 days by default, 0 days for never): a leaked or forgotten token stops working
 on its own. Entries written before expiry existed have no ``expires_at`` and never expire.
 
+Creating and revoking a token are changes of access: each writes one line to the daily
+``access-YYYYMMDD`` trail (shared with reviewer accounts, see :mod:`cardiomics.access`) with the
+token's name, its expiry and the operating-system user who made the change, never the token or its hash.
+
 Refused HTTP requests (no token, unknown or revoked token, expired token) are audited too, by a
 small ASGI middleware, so an attacker probing the server leaves a trace in the same hash-chained trail.
 Those lines are written off the event loop and rate-limited per client address: a flood of bad
@@ -20,7 +24,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import os
 import re
 import secrets
 import time
@@ -34,6 +37,8 @@ from typing import Any
 import anyio.to_thread
 import structlog
 
+from cardiomics.access import record_access_change
+from cardiomics.atomicfile import write_atomic
 from cardiomics.audit import AuditTrail
 from cardiomics.config import Settings
 from cardiomics.errors import InputError, NotFoundError, PolicyError
@@ -135,6 +140,7 @@ class TokenStore:
 
     def __init__(self, settings: Settings, *, now: Clock = utc_now) -> None:
         self.path = settings.home / "mcp_tokens.json"
+        self.audit_dir = settings.audit_dir
         self.now = now
         self._cache: tuple[tuple[int, int, int], dict[str, TokenEntry]] | None = None
 
@@ -150,13 +156,15 @@ class TokenStore:
                               hint="revoke by deleting the file and create new tokens with `cardiomics mcp token create NAME`") from None
 
     def _write(self, entries: dict[str, TokenEntry]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         body = {"tokens": [e.__dict__ for e in sorted(entries.values(), key=lambda e: e.name)]}
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(body, fh, indent=2)
-        os.replace(tmp, self.path)
+        write_atomic(self.path, json.dumps(body, indent=2), mode=0o600)
+
+    def _restore(self, entries: dict[str, TokenEntry], existed: bool) -> None:
+        """Put back the file as it was before a change whose audit line could not be written."""
+        if existed:
+            self._write(entries)
+        else:
+            self.path.unlink(missing_ok=True)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -172,24 +180,25 @@ class TokenStore:
                              hint="1-64 characters: letters, digits and _ . @ -, starting with a letter or digit")
         days = expiry_days(expires_days)
         with self._locked():
-            entries = self._read()
-            if name in entries:
+            existed, before = self.path.exists(), self._read()
+            if name in before:
                 raise PolicyError("token-exists", f"a token named {name!r} exists",
                                   hint=f"revoke it first: `cardiomics mcp token revoke {name}`")
             token = TOKEN_PREFIX + secrets.token_urlsafe(32)
             created = self.now().replace(microsecond=0)
             expires = _iso(created + timedelta(days=days)) if days else None
-            entries[name] = TokenEntry(name, token_digest(token), _iso(created), expires)
-            self._write(entries)
+            self._write({**before, name: TokenEntry(name, token_digest(token), _iso(created), expires)})
+            record_access_change(self.audit_dir, "mcp_token_created", name, expires_at=expires,
+                                 undo=lambda: self._restore(before, existed))
         return token
 
     def revoke(self, name: str) -> None:
         with self._locked():
-            entries = self._read()
-            if name not in entries:
+            before = self._read()
+            if name not in before:
                 raise NotFoundError("unknown-token", f"no token named {name[:80]!r}", hint="see `cardiomics mcp token list`")
-            del entries[name]
-            self._write(entries)
+            self._write({k: v for k, v in before.items() if k != name})
+            record_access_change(self.audit_dir, "mcp_token_revoked", name, undo=None)  # a withdrawal is kept
 
     def list(self) -> list[TokenEntry]:
         return sorted(self._read().values(), key=lambda e: e.name)

@@ -22,6 +22,7 @@ import re
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -182,7 +183,11 @@ _PATH_CHARS = r"[^\s'\"`<>|;,()\[\]{}]"
 _PREFIX_END = r"(?![\w~-]|[.:][^\s'\"`<>|;,()\[\]{}])"
 _NOT_AFTER_PATH = r"(?<![\w.~/-])"
 # a URL is kept whole (cardiomics:// resource addresses in hints) unless it names a local file
-_URL_OR_PATH = re.compile(rf"(?P<url>\b[A-Za-z][A-Za-z0-9+.-]*://{_PATH_CHARS}*)|{_NOT_AFTER_PATH}(?P<path>/{_PATH_CHARS}+)")
+_URL = rf"(?P<url>\b[A-Za-z][A-Za-z0-9+.-]*://{_PATH_CHARS}*)"
+# an absolute path quoted as repr() writes one ('...' or "...", backslash escapes inside): the quotes say where it ends
+_QUOTED = r"(?P<quote>['\"])(?P<quoted>/(?:\\.|(?!(?P=quote))[^\\\n])*)(?P=quote)"
+_WORD = re.compile(rf"{_PATH_CHARS}+")
+_FILE_NAME = re.compile(r"\w\.\w")
 _TRAILING = ".,:;!?"
 
 
@@ -192,35 +197,90 @@ def _placeholder(found: str) -> str:
     return SERVER_PATH + found[len(path):]
 
 
+def _continues_path(word: str) -> bool:
+    """Whether ``word``, after a space that follows an unquoted path, is more of that path (see PathRedactor)."""
+    if word.startswith("/") or "://" in word:  # the next path or address, not more of this one
+        return False
+    return "/" in word or _FILE_NAME.search(word) is not None or word[0].isupper() or word[0].isdigit()
+
+
+def _path_end(text: str, end: int) -> int:
+    """Where an unquoted path found up to ``end`` ends: past every following word that continues it."""
+    while text.startswith(" ", end) and text[end - 1] not in _TRAILING:
+        word = _WORD.match(text, end + 1)
+        if word is None or not _continues_path(word.group()):
+            break
+        end = word.end()
+    return end
+
+
 @dataclass(frozen=True)
 class PathRedactor:
     """Rewrites a remote server's own paths out of error text it sends to callers.
 
     A path under ``root`` is shown relative to it (the caller named it so, and can act on it); any
     other absolute path (the data directory, the artefact store, the audit trail, the Python
-    installation) becomes ``<server path>``. ``hidden`` are known folders whose names may hold
-    spaces, which the general pattern would cut short.
+    installation) becomes ``<server path>``, whole. ``hidden`` are known folders whose names may
+    hold spaces; they are recognised by name.
+
+    Where a path ends: a quoted path (``'...'`` or ``"..."``, as ``repr()`` and ``OSError`` write
+    one) ends at its closing quote, spaces and all; the project's messages quote paths that way.
+    An unquoted path ends at whitespace, a quote or a bracket, and at a space only when the word
+    after it does not continue the path. A word continues it when it contains a ``/`` (a folder
+    with a space in its name, then more of the path: ``/srv/lab data/x.nii``), a ``.`` between
+    letters or digits (a file name: ``/srv/my scan.nii.gz``), or starts with a capital letter or
+    a digit (``/Volumes/Lab Data``, ``/srv/scan 2``); a path ending in punctuation (``.,:;!?``)
+    is not continued. The words the project writes after a path are lowercase (``does not exist``,
+    ``is not a folder``) and are kept. The limit of this rule: an unquoted path whose last part
+    after a space is a lowercase word with no ``.`` (``/srv/lab data does not exist``) shows that
+    word; name such paths with ``repr()``. The same rule tells the root followed by a space from a
+    sibling folder whose name starts with it (``/data/studies 2/x``), which is hidden.
     """
 
     root: Path | None
     hidden: tuple[Path, ...] = ()
 
-    def text(self, text: str) -> str:
-        if self.root is not None:
-            text = re.sub(rf"{_NOT_AFTER_PATH}{re.escape(str(self.root))}(?:(?P<slash>/)(?={_PATH_CHARS})|/?{_PREFIX_END})",
-                          lambda m: "" if m.group("slash") else ".", text)
-        # longest first, so that a folder inside another is replaced whole
-        for folder in sorted({str(h) for h in self.hidden if h.parent != h}, key=len, reverse=True):
-            text = re.sub(rf"{_NOT_AFTER_PATH}{re.escape(folder)}(?:/{_PATH_CHARS}*)?{_PREFIX_END}",
-                          lambda m: _placeholder(m.group(0)), text)
-        return _URL_OR_PATH.sub(self._general, text)
+    @cached_property
+    def _pattern(self) -> re.Pattern[str]:
+        root = "" if self.root is None else (
+            rf"(?P<root>{re.escape(str(self.root))})(?:(?P<below>/)(?={_PATH_CHARS})|/?{_PREFIX_END})|")
+        # longest first, so that a folder inside another is matched whole
+        folders = sorted({str(h) for h in self.hidden if h.parent != h}, key=len, reverse=True)
+        known = "".join(f"{re.escape(folder)}{_PREFIX_END}|" for folder in folders)
+        return re.compile(rf"{_URL}|{_QUOTED}|{_NOT_AFTER_PATH}(?:{root}(?P<path>(?:{known}/(?={_PATH_CHARS})){_PATH_CHARS}*))")
 
-    @staticmethod
-    def _general(match: re.Match[str]) -> str:
-        url = match.group("url")
-        if url is not None:
-            return SERVER_PATH if url.lower().startswith("file:") else url
-        return _placeholder(match.group("path"))
+    def text(self, text: str) -> str:
+        out: list[str] = []
+        pos = 0
+        while (found := self._pattern.search(text, pos)) is not None:
+            out.append(text[pos:found.start()])
+            replacement, pos = self._replace(text, found)
+            out.append(replacement)
+        out.append(text[pos:])
+        return "".join(out)
+
+    def _replace(self, text: str, found: re.Match[str]) -> tuple[str, int]:
+        """The text that stands for ``found``, and where the scan goes on."""
+        if found["quote"] is not None:
+            return found["quote"] + self._quoted(found["quoted"]) + found["quote"], found.end()
+        url = found["url"]
+        if url is not None and not url.lower().startswith("file:"):
+            return url, found.end()
+        if found["below"] is not None:
+            return "", found.end()  # the root and its slash: what follows is the path relative to it
+        end = _path_end(text, found.end())
+        if found["root"] is not None and end == found.end():
+            return ".", end
+        return _placeholder(text[found.start():end]), end
+
+    def _quoted(self, path: str) -> str:
+        if self.root is not None:
+            root = str(self.root)
+            if path in (root, root + "/"):
+                return "."
+            if path.startswith(root + "/"):
+                return path[len(root) + 1:]
+        return SERVER_PATH
 
     def error(self, error: dict[str, Any]) -> dict[str, Any]:
         """The error with its text fields rewritten; ``error`` (the kind) and ``code`` stay as they are."""

@@ -57,7 +57,8 @@ def register(app: typer.Typer, *, friendly, out, err) -> None:
             password = sys.stdin.readline().rstrip("\r\n")
         else:
             password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-        accounts = Accounts(Settings.from_env().ensure().home)
+        settings = Settings.from_env().ensure()
+        accounts = Accounts(settings.home, audit_dir=settings.audit_dir)  # the change is written to the access trail
         accounts.add(name, password, replace=replace)
         out.print(f"reviewer {name} saved in {accounts.path}", highlight=False)
 
@@ -71,7 +72,8 @@ def register(app: typer.Typer, *, friendly, out, err) -> None:
         from cardiomics.config import Settings
         from cardiomics.review.accounts import Accounts
 
-        accounts = Accounts(Settings.from_env().home)
+        settings = Settings.from_env()
+        accounts = Accounts(settings.home, audit_dir=settings.audit_dir)  # the removal is written to the access trail
         accounts.require(name)  # before the prompt: nothing to confirm for a name that is not there
         if not yes and not typer.confirm(f"Remove reviewer {name}? Their open review sessions end at their next request."):
             err.print(f"reviewer {escape(name)} kept: nothing changed", highlight=False)

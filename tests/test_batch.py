@@ -179,6 +179,8 @@ def test_killed_batch_resumes_the_remainder_and_reports_the_corrupt_study(cohort
         monkeypatch.setenv(k, env[k])
     third = run_batch(cohort, out, workers=1)
     assert (third.done, third.skipped, third.failed) == (1, N_STUDIES - 2, 1)
+    # the rate of studies done leaves the failed one out
+    assert third.done_per_min == pytest.approx(third.studies_per_min / 2, rel=0.02)
     assert verify_study(target.parent) and '"approved"' not in target.read_text()
 
 
@@ -664,6 +666,7 @@ def _late_join(address: str, cohort: Path, out: Path, env: dict, tmp_path: Path,
     assert len(workers) == 2, "the late worker never joined"
     # every study failed with a typed error, nothing was written by the unfit worker, and the batch still ended
     assert (summary.done, summary.failed) == (0, 2), summary.model_dump()
+    assert summary.done_per_min == 0 and summary.studies_per_min > 0
     assert all(f.error["hint"] for f in summary.failures)
     assert json.loads((out / SUMMARY).read_text())["failed"] == 2
     assert not any((out / "studies").iterdir())

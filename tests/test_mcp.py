@@ -269,6 +269,36 @@ def test_path_redactor_rewrites_server_paths_only(tmp_path):
                                                         "message": "x does not exist", "hint": "look in <server path>"}
 
 
+def test_path_redactor_hides_whole_paths_with_spaces(tmp_path):
+    from cardiomics.mcp_server import PathRedactor
+
+    root, home = tmp_path / "my studies", tmp_path / "cardio home"
+    redact = PathRedactor(root, (home,)).text
+    # quoted, as repr() and OSError write paths: the quotes mark the end, spaces and all
+    assert redact("[Errno 2] No such file or directory: '/srv/lab data/x y.nii'") == \
+        "[Errno 2] No such file or directory: '<server path>'"
+    assert redact("cannot read \"/srv/it's here/x\": bad header") == "cannot read \"<server path>\": bad header"
+    assert redact(f"no file {str(root / 'a b' / 'x y.h5ad')!r} here") == "no file 'a b/x y.h5ad' here"
+    assert redact(f"{str(root)!r} is empty") == "'.' is empty"
+    assert redact(f"no file '{root} 2/x.nii'") == "no file '<server path>'"  # a sibling of the root, not under it
+    assert redact(f"no file '{home}/my runs/x.json'") == "no file '<server path>'"
+    # unquoted: more of the path (a "/", a file name, a capitalised or numbered name) continues it; words do not
+    assert redact("/srv/lab data/x.nii.gz does not exist") == "<server path> does not exist"
+    assert redact("/srv/my scan.nii.gz is not a folder.") == "<server path> is not a folder."
+    assert redact("no DICOM files found in /Volumes/Lab Data (looked at 3 file(s))") == \
+        "no DICOM files found in <server path> (looked at 3 file(s))"
+    assert redact("/srv/scan 2 does not exist.") == "<server path> does not exist."
+    assert redact("copy /a b/c to /d e/f failed") == "copy <server path> to <server path> failed"
+    assert redact("/srv/a/b. Retry later") == "<server path>. Retry later"
+    assert redact(f"{home}/my runs/x.json does not exist") == "<server path> does not exist"
+    assert redact("file:///srv/lab data/x.txt is gone") == "<server path> is gone"
+    assert redact(f"{root}/sub dir/x y.nii does not exist") == "sub dir/x y.nii does not exist"
+    assert redact(f"{root} 2/x.nii does not exist") == "<server path> does not exist"
+    assert redact(f"{root} is empty") == ". is empty"
+    # the documented limit: a last lowercase word with no dot cannot be told from the message
+    assert redact("/srv/lab data does not exist") == "<server path> data does not exist"
+
+
 def test_remote_errors_hide_server_paths_and_stdio_errors_keep_them(settings, tmp_path, phantom_study):
     import shutil
 

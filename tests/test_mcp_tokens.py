@@ -184,3 +184,112 @@ def test_server_start_names_tokens_expiring_within_a_week(settings):
     _warn_expiring(store, console)
     text = console.export_text()
     assert "token later expires" in text and "soon" not in text
+
+
+def _access_lines(settings) -> list[dict]:
+    return [json.loads(line) for p in sorted(settings.audit_dir.glob("access-*.jsonl")) for line in p.read_text().splitlines()]
+
+
+def test_token_create_and_revoke_are_audited_without_the_token(settings):
+    """One access line per created or revoked token; a duplicate or unknown name writes none; no token or hash in the trail."""
+    import hashlib
+
+    import structlog
+    from typer.testing import CliRunner
+
+    from cardiomics.access import os_user
+    from cardiomics.audit import verify_dir
+    from cardiomics.cli import app
+
+    runner = CliRunner()
+    saved = structlog.get_config()
+    try:
+        created = runner.invoke(app, ["mcp", "token", "create", "lab-agent", "--expires-days", "30"])
+        duplicate = runner.invoke(app, ["mcp", "token", "create", "lab-agent"])
+        forever = runner.invoke(app, ["mcp", "token", "create", "ci-bot", "--expires-days", "0"])
+        unknown = runner.invoke(app, ["mcp", "token", "revoke", "nobody"])
+        revoked = runner.invoke(app, ["mcp", "token", "revoke", "lab-agent"])
+    finally:
+        structlog.configure(**saved)  # the CLI configures logging for the process
+    assert created.exit_code == forever.exit_code == revoked.exit_code == 0, created.output
+    assert duplicate.exit_code == unknown.exit_code == 2
+    token = created.stdout.strip()
+    assert token.startswith("cmx_")
+
+    lines = _access_lines(settings)
+    assert [(r["event"], r["name"], r["actor"]) for r in lines] == [
+        ("mcp_token_created", "lab-agent", os_user()),
+        ("mcp_token_created", "ci-bot", os_user()),
+        ("mcp_token_revoked", "lab-agent", os_user()),
+    ]
+    made, ends = datetime.fromisoformat(lines[0]["ts"]), datetime.fromisoformat(lines[0]["expires_at"])
+    assert timedelta(days=30) - timedelta(minutes=1) < ends - made <= timedelta(days=30)
+    assert lines[1]["expires_at"] is None and "expires_at" not in lines[2]
+    (result,) = verify_dir(settings.audit_dir)
+    assert result.ok and result.lines == 3
+    text = next(settings.audit_dir.glob("access-*.jsonl")).read_text()
+    for secret in (token, token_digest(token), hashlib.sha256(token.encode()).hexdigest(), token_digest(token)[:12]):
+        assert secret not in text
+    assert [e.name for e in TokenStore(settings).list()] == ["ci-bot"]
+
+
+def test_a_token_grant_that_cannot_be_audited_is_undone_a_revocation_kept(settings, tmp_path):
+    from cardiomics.errors import AuditError
+
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")  # the trail cannot be created under a file
+    unaudited = TokenStore(settings.model_copy(update={"audit_dir": blocked}))
+    with pytest.raises(AuditError) as exc:
+        unaudited.create("first")
+    assert exc.value.code == "access-not-audited" and "undone" in exc.value.message and str(blocked) in exc.value.hint
+    assert not unaudited.path.exists()
+
+    kept = TokenStore(settings).create("kept")
+    leaked = TokenStore(settings).create("leaked")
+    before = unaudited.path.read_bytes()
+    with pytest.raises(AuditError):
+        unaudited.create("second")
+    assert unaudited.path.read_bytes() == before
+    # a revocation is not undone because the trail failed: the leaked token stops working all the same
+    with pytest.raises(AuditError) as exc:
+        unaudited.revoke("leaked")
+    assert "withdrawn all the same" in exc.value.message
+    assert TokenStore(settings).lookup(leaked) is None
+    assert TokenStore(settings).lookup(kept).name == "kept"
+    assert [r["event"] for r in _access_lines(settings)] == ["mcp_token_created", "mcp_token_created"]
+
+
+def test_actor_falls_back_to_the_uid(monkeypatch):
+    import getpass
+
+    from cardiomics.access import os_user
+
+    def no_name() -> str:
+        raise KeyError("getpwuid(): uid not found")
+
+    monkeypatch.setattr(getpass, "getuser", no_name)
+    assert os_user() == f"uid:{os.getuid()}"
+
+
+def test_token_file_is_owner_only_and_ignores_a_planted_temporary_file(settings, tmp_path):
+    """The file is 0600 whatever the umask, and a file or link planted where a writer once put its
+    temporary file is neither written through nor reused."""
+    import stat
+
+    store = TokenStore(settings)
+    target = tmp_path / "elsewhere"
+    target.write_text("untouched")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    link = store.path.with_name(f".{store.path.name}.{os.getpid()}.tmp")
+    link.symlink_to(target)
+    old = os.umask(0)
+    try:
+        store.create("lab-agent")
+    finally:
+        os.umask(old)
+    assert target.read_text() == "untouched"
+    assert stat.S_IMODE(os.stat(store.path).st_mode) == 0o600 and not store.path.is_symlink()
+    os.chmod(store.path, 0o644)
+    store.revoke("lab-agent")
+    assert stat.S_IMODE(os.stat(store.path).st_mode) == 0o600  # a rewrite is owner-only again
+    assert sorted(p.name for p in settings.home.iterdir() if p.name.endswith(".tmp")) == [link.name]

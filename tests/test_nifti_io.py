@@ -134,3 +134,20 @@ def test_labels_for_a_dicom_stack_are_written_in_ras(tmp_path):
     np.testing.assert_allclose(img.header.get_zooms(), (1.5, 1.5, 8.0))
     with pytest.raises(InputError):
         write_labels_nifti(np.ones((3, 5, 4), np.uint8), stack, tmp_path / "bad.nii.gz")
+
+
+def test_label_frames_are_written_as_one_4d_file(tmp_path):
+    lps = np.array([[0, 0, 8.0, -50], [1.5, 0, 0, 20], [0, -1.5, 0, 30], [0, 0, 0, 1]])
+    stack = CineStack(images=np.zeros((2, 3, 4, 5), np.float32), spacing_mm=(8.0, 1.5, 1.5), slice_thickness_mm=8.0,
+                      orientation=(0, 1, 0, 0, 0, -1), origin_mm=(-50, 20, 30), affine=lps, trigger_times_ms=np.zeros(2),
+                      source="dicom", study_key="study-" + "0" * 24, meta={"affine_space": "LPS"})
+    labels = np.zeros((2, 3, 4, 5), np.uint8)
+    labels[0, 1, 2, 3] = 3  # frame 0, slice 1, row 2, column 3
+    labels[1, 2, 0, 4] = 1  # frame 1, slice 2, row 0, column 4
+    out = write_labels_nifti(labels, stack, tmp_path / "seg.nii.gz")
+    img = nib.load(str(out))
+    assert img.shape == (5, 4, 3, 2)
+    np.testing.assert_allclose(img.header.get_zooms(), (1.5, 1.5, 8.0, 1.0))
+    data = np.asarray(img.dataobj)
+    assert data[3, 2, 1, 0] == 3 and data[4, 0, 2, 1] == 1 and data.sum() == 4  # x = column, y = row, z = slice, t = frame
+    assert [p.name for p in tmp_path.iterdir()] == ["seg.nii.gz"]

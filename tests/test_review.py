@@ -785,3 +785,80 @@ def _add_reviewer(home, name: str) -> None:
     from cardiomics.review.accounts import Accounts
 
     Accounts(home).add(name, "a-long-password")
+
+
+def _access_lines(settings) -> list[dict]:
+    return [json.loads(line) for p in sorted(settings.audit_dir.glob("access-*.jsonl")) for line in p.read_text().splitlines()]
+
+
+def test_cli_account_changes_are_audited_once_each_without_secrets(settings, cli_logging):
+    """add-user, add-user --replace and remove-user each write one access line; refused or declined ones write none."""
+    from typer.testing import CliRunner
+
+    from cardiomics.access import os_user
+    from cardiomics.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str, stdin: str | None = None):
+        return runner.invoke(app, ["review", *args], input=stdin)
+
+    def stored() -> list[str]:  # the salt and scrypt digest on file for dr-cli
+        record = json.loads((settings.home / "reviewers.json").read_text())["users"]["dr-cli"]
+        return [record["salt"], record["hash"]]
+
+    assert invoke("add-user", "dr-cli", "--password-stdin", stdin=PASSWORD + "\n").exit_code == 0
+    on_file = stored()
+    assert invoke("add-user", "dr-cli", "--password-stdin", stdin=PASSWORD + "\n").exit_code == 2  # exists
+    assert invoke("add-user", "dr-new", "--password-stdin", stdin="short\n").exit_code == 2  # weak password
+    assert invoke("add-user", "dr-cli", "--password-stdin", "--replace", stdin=PASSWORD + "?\n").exit_code == 0
+    on_file += stored()
+    assert invoke("remove-user", "dr-nobody", "--yes").exit_code == 2  # unknown name
+    assert invoke("remove-user", "dr-cli", stdin="n\n").exit_code == 1  # declined
+    assert invoke("remove-user", "dr-cli", stdin="y\n").exit_code == 0
+
+    lines = _access_lines(settings)
+    assert [(r["event"], r["name"], r["actor"]) for r in lines] == [
+        ("reviewer_added", "dr-cli", os_user()),
+        ("reviewer_password_reset", "dr-cli", os_user()),
+        ("reviewer_removed", "dr-cli", os_user()),
+    ]
+    assert all(r["os_uid"] == os.getuid() for r in lines)
+    (result,) = verify_dir(settings.audit_dir)
+    assert result.ok and result.lines == 3 and result.run_id.startswith("access-")
+    text = next(settings.audit_dir.glob("access-*.jsonl")).read_text()
+    for secret in (PASSWORD, *on_file):
+        assert secret not in text
+
+
+def test_a_new_account_that_cannot_be_audited_is_undone_a_withdrawal_kept(tmp_path):
+    from cardiomics.errors import AuditError
+    from cardiomics.review.accounts import Accounts
+
+    home, audit = tmp_path / "home", tmp_path / "audit"
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")  # the trail cannot be created under a file
+    with pytest.raises(AuditError) as exc:
+        Accounts(home, audit_dir=blocked).add("dr-first", PASSWORD)
+    assert exc.value.code == "access-not-audited" and "undone" in exc.value.message and str(blocked) in exc.value.hint
+    assert not (home / "reviewers.json").exists()  # the first account's file is gone again
+
+    Accounts(home, audit_dir=audit).add("dr-ada", PASSWORD)
+    Accounts(home, audit_dir=audit).add("dr-cy", PASSWORD)
+    before = (home / "reviewers.json").read_bytes()
+    accounts = Accounts(home, audit_dir=blocked)
+    with pytest.raises(AuditError):
+        accounts.add("dr-bo", PASSWORD)
+    assert (home / "reviewers.json").read_bytes() == before and accounts.names() == ["dr-ada", "dr-cy"]
+    # a new password (the old one may have leaked) and a removal stay in place though the trail failed
+    with pytest.raises(AuditError) as exc:
+        accounts.add("dr-ada", PASSWORD + "!", replace=True)
+    assert "withdrawn all the same" in exc.value.message
+    assert accounts.check("dr-ada", PASSWORD + "!") and not accounts.check("dr-ada", PASSWORD)
+    with pytest.raises(AuditError):
+        accounts.remove("dr-cy")
+    assert Accounts(home).names() == ["dr-ada"]
+    (trail,) = audit.glob("access-*.jsonl")
+    assert [json.loads(line)["event"] for line in trail.read_text().splitlines()] == ["reviewer_added", "reviewer_added"]
+    Accounts(home).add("dr-quiet", PASSWORD)  # a store given no audit folder writes no trail (the review app only reads)
+    assert list(audit.iterdir()) == [trail] and len(trail.read_text().splitlines()) == 2

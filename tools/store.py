@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import secrets
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cardiomics.atomicfile import write_atomic
 from cardiomics.errors import NotFoundError
 from cardiomics.hashing import canonical_json, sha256_array, sha256_text
 
@@ -22,29 +22,12 @@ from cardiomics.hashing import canonical_json, sha256_array, sha256_text
 def write_secret(path: Path, nbytes: int = 32) -> None:
     """Create ``path`` (0600) holding ``nbytes`` random bytes, whole or not at all.
 
-    The bytes go to a temporary file, are fsynced, then linked into place: a crash cannot leave an
-    empty or short secret under the name, and ``os.link`` fails if the name exists, so of two first
-    writers exactly one wins and the other reads the winner's complete file.
+    Never overwritten: of two first writers exactly one wins and the other reads the winner's file.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(secrets.token_bytes(nbytes))
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-    finally:
-        tmp.unlink(missing_ok=True)
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)  # the new name survives a crash too
-    finally:
-        os.close(folder)
+        write_atomic(path, secrets.token_bytes(nbytes), mode=0o600, replace=False)
+    except FileExistsError:
+        pass
 
 
 class ArtifactStore:
@@ -58,13 +41,6 @@ class ArtifactStore:
             raise NotFoundError("bad-id", f"{artefact_id!r} is not an artefact id", hint="ids look like 'seg-3fa2…'")
         return self.root / kind / f"{digest}{suffix}"
 
-    @staticmethod
-    def _atomic_write(path: Path, data: bytes) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-
     def put(self, kind: str, arrays: dict[str, np.ndarray], meta: dict[str, Any], key: str | None = None) -> str:
         """Store arrays + JSON metadata; returns ``kind-<hash>``. ``key`` overrides the content hash."""
         if key is None:
@@ -75,14 +51,14 @@ class ArtifactStore:
         if not npz.exists():
             buf = io.BytesIO()
             np.savez(buf, **arrays)  # uncompressed: image stacks are read often and compress poorly
-            self._atomic_write(self._path(artefact_id, ".json"), canonical_json(meta).encode())
-            self._atomic_write(npz, buf.getvalue())
+            write_atomic(self._path(artefact_id, ".json"), canonical_json(meta).encode())
+            write_atomic(npz, buf.getvalue())
         return artefact_id
 
     def put_bytes(self, kind: str, data: bytes, suffix: str, key: str) -> Path:
         path = self._path(f"{kind}-{key}", suffix)
         if not path.exists():
-            self._atomic_write(path, data)
+            write_atomic(path, data)
         return path
 
     def get_bytes(self, artefact_id: str, suffix: str) -> bytes:

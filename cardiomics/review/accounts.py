@@ -3,6 +3,10 @@
 Why local accounts: a decision in the audit trail must name a person who proved who they are;
 a free-text name typed into a form proves nothing. Passwords are never stored, only a salted
 scrypt digest, and the file is written atomically and readable by its owner only.
+
+Given an audit folder, every change (an account added, removed or given a new password) writes one
+line to the daily ``access-YYYYMMDD`` trail, shared with MCP tokens: the reviewer's name and the
+operating-system user who made the change, never a password or its digest.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ import json
 import os
 import re
 import secrets
-import stat
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cardiomics.access import record_access_change
+from cardiomics.atomicfile import write_atomic
 from cardiomics.errors import InputError, NotFoundError
 from cardiomics.filelock import exclusive
 
@@ -33,8 +38,10 @@ def _digest(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
 class Accounts:
     """The reviewers file: add or remove a user, check a password."""
 
-    def __init__(self, home: str | Path) -> None:
+    def __init__(self, home: str | Path, *, audit_dir: str | Path | None = None) -> None:
         self.path = Path(home) / "reviewers.json"
+        # where changes are recorded; None (a reader such as the review app) changes nothing it must audit
+        self.audit_dir = None if audit_dir is None else Path(audit_dir)
         # (stat key, users): every authenticated request asks for an epoch, so the file is parsed
         # again only when it changes; _save replaces it, which changes its inode and times
         self._cache: tuple[tuple[int, ...], dict[str, dict]] | None = None
@@ -53,33 +60,28 @@ class Accounts:
         return users
 
     def _save(self, users: dict[str, dict]) -> None:
-        """Replace the file whole: a fresh temporary file, fsynced, renamed over it.
+        """Replace the file whole (``write_atomic``).
 
         A new file is 0600; a rewrite keeps the mode the file had (its owner may have tightened it
-        or let the server's group read it), set with fchmod, which the umask does not alter.
+        or let the server's group read it). Both in one call: deciding "new or not" here first would
+        race a file removed in between, which would then get the umask's mode.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            mode = stat.S_IMODE(os.stat(self.path).st_mode)
-        except FileNotFoundError:
-            mode = 0o600
-        # a unique name opened with O_EXCL: never a leftover file from a crash (with its old mode) nor a symlink
-        tmp = self.path.with_name(f".reviewers.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                os.fchmod(fh.fileno(), mode)
-                json.dump({"users": users}, fh, indent=2, sort_keys=True)
-                fh.flush()
-                os.fsync(fh.fileno())  # the rename must not publish an empty file after a crash
-            os.replace(tmp, self.path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        folder = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)  # the rename itself survives a crash too
-        finally:
-            os.close(folder)
+        write_atomic(self.path, json.dumps({"users": users}, indent=2, sort_keys=True), mode=0o600, keep_mode=True)
+
+    def _restore(self, users: dict[str, dict], existed: bool) -> None:
+        """Put back the file as it was before a change whose audit line could not be written."""
+        if existed:
+            self._save(users)
+        else:
+            self.path.unlink(missing_ok=True)
+
+    def _audit(self, event: str, name: str, before: dict[str, dict], existed: bool) -> None:
+        """The access-trail line of a change just saved; called under the accounts lock. Only a new
+        account is undone when the line cannot be written: a removal or a new password (the old one
+        may have leaked) stays in place."""
+        if self.audit_dir is not None:
+            undo = (lambda: self._restore(before, existed)) if event == "reviewer_added" else None
+            record_access_change(self.audit_dir, event, name, undo=undo)
 
     def names(self) -> list[str]:
         return sorted(self._load())
@@ -94,11 +96,11 @@ class Accounts:
         record = {"salt": salt.hex(), "scrypt": dict(SCRYPT), "hash": _digest(password, salt, **SCRYPT).hex(),
                   "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
         with exclusive(self.path.with_name(".reviewers.lock")):  # read-change-write: two commands at once both land
-            users = dict(self._load())  # a copy: the cached dict stays what the file holds
-            if name in users and not replace:
+            existed, before = self.path.exists(), self._load()
+            if name in before and not replace:
                 raise InputError("reviewer-exists", f"reviewer {name} already exists", hint="pass --replace to set a new password")
-            users[name] = record
-            self._save(users)
+            self._save({**before, name: record})  # a new dict: the cached one stays what the file held
+            self._audit("reviewer_password_reset" if name in before else "reviewer_added", name, before, existed)
 
     def require(self, name: str) -> None:
         """Raise NotFoundError unless the reviewer exists."""
@@ -110,9 +112,9 @@ class Accounts:
         """Delete the account; its sessions end at their next request (its epoch becomes None)."""
         with exclusive(self.path.with_name(".reviewers.lock")):
             self.require(name)
-            users = dict(self._load())  # a copy: the cached dict stays what the file holds
-            del users[name]
-            self._save(users)
+            before = self._load()
+            self._save({k: v for k, v in before.items() if k != name})  # a new dict: the cached one is kept intact
+            self._audit("reviewer_removed", name, before, True)
 
     def epoch(self, name: str) -> str | None:
         """A short fingerprint of the user's password record, or None for no such user.

@@ -69,13 +69,7 @@ def segment_file(inp: SegmentFileInput, ctx: ToolContext) -> SegmentFileResult:
     images = stack.images[frames].reshape(len(frames) * s, r, c)
     labels, _ = net.predict(images, (stack.spacing_mm[1], stack.spacing_mm[2]), n_slices=s)
     labels = labels.reshape(len(frames), s, r, c).astype(np.uint8)
-    write_labels_nifti(labels[0], stack, out)
-    if len(frames) > 1:  # same header, frames along the 4th axis
-        first = nib.load(str(out))
-        data = np.stack([lab.transpose(2, 1, 0) for lab in labels], axis=-1)
-        img = nib.Nifti1Image(data, first.affine, first.header)
-        img.header.set_zooms(tuple(first.header.get_zooms()[:3]) + (1.0,))
-        nib.save(img, str(out))
+    write_labels_nifti(labels if len(frames) > 1 else labels[0], stack, out)
     written = nib.load(str(out))
     return SegmentFileResult(out_sha256=sha256_file(out), shape=list(written.shape),
                              zooms_mm=[round(float(z), 5) for z in written.header.get_zooms()[:3]],

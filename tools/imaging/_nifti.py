@@ -27,6 +27,7 @@ import numpy as np
 import structlog
 from nibabel.openers import ImageOpener
 
+from cardiomics.atomicfile import replacing
 from cardiomics.errors import InputError, StudyError
 from cardiomics.hashing import sha256_file, sha256_text
 
@@ -207,20 +208,25 @@ def read_nifti(path: str | Path, salt: bytes) -> CineStack:
 
 
 def write_labels_nifti(labels: np.ndarray, like: CineStack, out_path: str | Path) -> Path:
-    """Write a (S, R, C) uint8 label map on ``like``'s grid: same affine, same zooms, inverse axis order.
+    """Write a (S, R, C) uint8 label map, or (T, S, R, C) frames of one, on ``like``'s grid: same
+    affine, same zooms, inverse axis order (frames along the 4th axis).
 
     For a NIfTI-sourced stack the file's own affine and sform/qform codes are reused; for a
-    DICOM-sourced stack the LPS affine is converted to NIfTI RAS.
+    DICOM-sourced stack the LPS affine is converted to NIfTI RAS. The file appears whole or not at
+    all (an existing one is replaced only once the new one is complete).
     """
     lab = np.asarray(labels)
-    if lab.shape != tuple(like.images.shape[1:]):
-        raise InputError("shape-mismatch", f"labels of shape {lab.shape} do not match the stack grid {tuple(like.images.shape[1:])} (slices, rows, columns)")
+    grid = tuple(like.images.shape[1:])
+    if lab.shape[-3:] != grid or lab.ndim not in (3, 4):
+        raise InputError("shape-mismatch", f"labels of shape {lab.shape} do not match the stack grid {grid} (slices, rows, columns)")
     if lab.size and (lab.min() < 0 or lab.max() > 255):
         raise InputError("bad-labels", "label values must lie in 0..255")
     affine = np.asarray(like.affine, dtype=np.float64)
     if like.meta.get("affine_space", "RAS" if like.source == "nifti" else "LPS") == "LPS":
         affine = _LPS @ affine
-    data = np.ascontiguousarray(lab.astype(np.uint8).transpose(2, 1, 0))  # (s, r, c) -> (x=c, y=r, z=s)
+    # (s, r, c) -> (x=c, y=r, z=s); frames last
+    data = np.ascontiguousarray(np.moveaxis(lab.astype(np.uint8), 0, -1).transpose(2, 1, 0, 3) if lab.ndim == 4
+                                else lab.astype(np.uint8).transpose(2, 1, 0))
     img = nib.Nifti1Image(data, affine)
     hdr = img.header
     sform = int(like.meta.get("nifti_sform_code", 2))
@@ -228,10 +234,10 @@ def write_labels_nifti(labels: np.ndarray, like: CineStack, out_path: str | Path
     hdr.set_sform(affine, code=sform)
     hdr.set_qform(affine if qform > 0 else None, code=qform)
     s_mm, r_mm, c_mm = like.spacing_mm
-    hdr.set_zooms((float(c_mm), float(r_mm), float(s_mm)))
+    hdr.set_zooms((float(c_mm), float(r_mm), float(s_mm)) + ((1.0,) if lab.ndim == 4 else ()))
     hdr.set_data_dtype(np.uint8)
     hdr.set_xyzt_units("mm", "sec")
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(out))
+    with replacing(out) as tmp:
+        nib.save(img, str(tmp))
     return out

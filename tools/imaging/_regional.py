@@ -16,6 +16,21 @@ this. With ``orientation="auto"`` the patient's anterior direction is projected 
 plane from trusted geometry (DICOM orientation; an oblique, coded NIfTI affine) and the insertion
 point nearer to it is taken as anterior. Without such geometry the standard view is assumed and
 the output says so.
+
+Thickness is measured perpendicular to the wall, as in clinical and research practice. 360 rays
+from the cavity centroid per slice only place the measurements (a ray's angle gives its segment);
+at each ray's endocardial crossing the thickness is the distance to the nearest point of the
+epicardial border. The radial chord itself equals the wall thickness only where the LV is a circle
+about its centroid: wherever the wall is oblique to the ray (an elliptical or D-shaped LV, an
+off-centre centroid, near the RV insertions) it over-reads, enough to cross the 15 mm hypertrophy
+criterion on a 12 mm wall. The nearest-border distance was chosen over the centreline method
+(Sheehan et al., Circulation 1986), which agrees with it on a regular wall, because it needs no
+ordered contours or correspondence between the two borders (open basal rings, trabeculated masks),
+and it keeps a focal bulge's full height: from the top of an endocardial bulge the epicardium
+behind it is still the nearest border. Both borders are taken as sub-pixel curves half-way between
+unlike pixel centres, so a rendered wall reads its nominal thickness along any direction and with
+any pixel aspect; each segment keeps its mean and the maximum of the ray profile after an 11-ray
+running median.
 """
 
 from __future__ import annotations
@@ -31,6 +46,8 @@ import numpy as np
 import structlog
 from pydantic import BaseModel, Field
 from scipy import ndimage
+from scipy.spatial import cKDTree
+from skimage import measure
 
 from cardiomics.errors import InputError
 
@@ -317,38 +334,98 @@ def resolve_orientation(store, study_id: str | None, orientation: Orientation, l
 
 
 # --------------------------------------------------------------------------------------------
-# thickness by radial rays
+# thickness perpendicular to the wall, placed by radial rays
+
+_BORDER_SIGMA_PX = 1.0  # blur (pixels, each axis) of the LV mask whose 0.5 level is the epicardial border
+_CROP_MARGIN_PX = 6  # pixels kept around the LV when a slice is cropped: room for the blurred border (4 sigma)
+
+
+def _epicardial_border(myo: np.ndarray, lv: np.ndarray) -> np.ndarray:
+    """(N, 2) sub-pixel points (row, column; pixels) on the myocardium's border with the outside.
+
+    ``lv`` is the LV (myocardium, cavity, holes filled). Its border is the 0.5 level of the mask
+    blurred by a pixel: a smooth curve. On the raw pixel staircase the nearest border point would be
+    an inward corner, reading the wall thin by up to half a pixel. Where the cavity itself meets the
+    outside (a ring open at the outflow tract) the border is no epicardium and is left out.
+    """
+    level = ndimage.gaussian_filter(lv.astype(np.float64), _BORDER_SIGMA_PX, mode="constant")
+    contours = measure.find_contours(level, 0.5)
+    if not contours:
+        return np.zeros((0, 2))
+    pts = np.concatenate(contours)
+    near_myo = ndimage.binary_dilation(myo, structure=np.ones((3, 3), dtype=bool))
+    ij = np.clip(np.rint(pts).astype(np.int64), 0, np.array(myo.shape) - 1)
+    return pts[near_myo[ij[:, 0], ij[:, 1]]]
+
+
+def _crossing(d: np.ndarray, v: np.ndarray, k_before: np.ndarray, k_after: np.ndarray) -> np.ndarray:
+    """Per ray, the distance where the sampled fraction ``v`` passes 0.5 between two samples (linear)."""
+    rows = np.arange(v.shape[0])
+    a, b = v[rows, k_before], v[rows, k_after]
+    w = np.clip((0.5 - a) / np.where(b != a, b - a, 1.0), 0.0, 1.0)
+    return d[k_before] + w * (d[k_after] - d[k_before])
 
 
 def _ray_thickness(lab: np.ndarray, centre: tuple[float, float], row_mm: float, col_mm: float,
                    n_rays: int = 360) -> tuple[np.ndarray, np.ndarray]:
-    """Screen angles (deg) and wall thickness (mm, NaN where a ray meets no wall) along rays from the LV centre.
+    """Screen angles (deg) and wall thickness (mm, NaN where a ray meets no wall) at rays from the LV centre.
 
-    The thickness is the length of the first myocardial run along the ray (nearest-neighbour
-    sampling at a quarter pixel): the in-plane wall thickness, an over-estimate where the slice cuts
-    the wall obliquely (apex).
+    A ray only places the measurement (its angle gives the segment): where it enters its first
+    myocardial run is the endocardial point, and the thickness there is that point's distance to the
+    nearest point of the epicardial border, i.e. perpendicular to the wall. The radial chord equals
+    it only where the ray meets the wall square (a circular LV about its centroid) and over-reads
+    wherever the wall is oblique to the ray (an elliptical or D-shaped LV, an off-centre centroid,
+    the RV insertions). A run that ends in the cavity (a trabeculation or papillary muscle labelled
+    myocardium) does not reach the epicardium, and a ray starting in the myocardium (a cavity-less
+    slice) has no endocardium: both keep their chord. Both borders are sub-pixel
+    curves half-way between unlike pixel centres (bilinear 0.5 level along the ray, blurred 0.5
+    level for the epicardium), so a rendered wall reads its nominal thickness in any direction, with
+    any pixel aspect. In-plane: an over-estimate where the slice cuts the wall obliquely (apex).
     """
-    myo = lab == MYO
-    rr, cc = np.nonzero(myo)
     theta = (np.arange(n_rays) + 0.5) * (360.0 / n_rays)
-    if rr.size == 0:
+    lv = (lab == MYO) | (lab == LV)
+    if not (lab == MYO).any():
         return theta, np.full(n_rays, np.nan)
+    # crop to the LV: nothing outside it is wall, and the blur and hole filling then run on a small array
+    in_r, in_c = np.nonzero(lv)
+    r0, c0 = max(int(in_r.min()) - _CROP_MARGIN_PX, 0), max(int(in_c.min()) - _CROP_MARGIN_PX, 0)
+    box = (slice(r0, int(in_r.max()) + _CROP_MARGIN_PX + 1), slice(c0, int(in_c.max()) + _CROP_MARGIN_PX + 1))
+    myo, cavity = np.pad(lab[box] == MYO, 1), np.pad(lab[box] == LV, 1)  # the padding is outside: so is the image edge
+    cy, cx = centre[0] - r0 + 1, centre[1] - c0 + 1
+    rr, cc = np.nonzero(myo)
     step = 0.25 * min(row_mm, col_mm)
-    reach = float(np.sqrt(((rr - centre[0]) * row_mm) ** 2 + ((cc - centre[1]) * col_mm) ** 2).max()) + 2 * max(row_mm, col_mm)
+    reach = float(np.sqrt(((rr - cy) * row_mm) ** 2 + ((cc - cx) * col_mm) ** 2).max()) + 2 * max(row_mm, col_mm)
     d = np.arange(0.0, reach, step)
-    t = np.radians(theta)[:, None]
-    r = np.rint(centre[0] - d[None, :] * np.sin(t) / row_mm).astype(np.int64)
-    c = np.rint(centre[1] + d[None, :] * np.cos(t) / col_mm).astype(np.int64)
-    inside = (r >= 0) & (r < lab.shape[0]) & (c >= 0) & (c < lab.shape[1])
-    hit = np.zeros(r.shape, dtype=bool)
-    hit[inside] = myo[r[inside], c[inside]]
+    sin, cos = np.sin(np.radians(theta)), np.cos(np.radians(theta))
+    r = cy - d[None, :] * sin[:, None] / row_mm
+    c = cx + d[None, :] * cos[:, None] / col_mm
+
+    def fraction(mask: np.ndarray, at_r: np.ndarray, at_c: np.ndarray) -> np.ndarray:
+        # bilinear: its 0.5 level lies half-way between unlike pixel centres
+        return ndimage.map_coordinates(mask.astype(np.float32), [at_r.ravel(), at_c.ravel()], order=1, mode="constant",
+                                       cval=0.0).reshape(at_r.shape)
+
+    v = fraction(myo, r, c)
+    hit = v >= 0.5
     has = hit.any(axis=1)
     first = np.argmax(hit, axis=1)
-    idx = np.arange(d.size)[None, :]
-    after = ~hit & (idx > first[:, None])
-    end = np.where(after.any(axis=1), np.argmax(after, axis=1), d.size)
-    thick = np.where(has, (end - first) * step, np.nan)
-    return theta, thick
+    after = ~hit & (np.arange(d.size)[None, :] > first[:, None])
+    closed = after.any(axis=1)
+    end = np.where(closed, np.argmax(after, axis=1), d.size - 1)
+    d_in = np.where(first > 0, _crossing(d, v, np.maximum(first - 1, 0), first), 0.0)
+    d_out = np.where(closed, _crossing(d, v, np.maximum(end - 1, 0), end), d[-1])
+    thick = d_out - d_in
+    # the chord stays where the run is no wall from endocardium to epicardium: it ends in the cavity
+    # (within a pixel), or it starts at the centre (a cavity-less slice: no endocardium to start from)
+    beyond = np.minimum(end[:, None] + np.arange(int(np.ceil(max(row_mm, col_mm) / step)) + 1)[None, :], d.size - 1)
+    ray = np.arange(n_rays)[:, None]
+    chord = (first == 0) | (closed & (fraction(cavity, r[ray, beyond], c[ray, beyond]) >= 0.5).any(axis=1))
+    border = _epicardial_border(myo, ndimage.binary_fill_holes(myo | cavity)) * np.array([row_mm, col_mm])
+    if border.size:
+        endo = np.stack([cy * row_mm - d_in * sin, cx * col_mm + d_in * cos], axis=1)
+        perpendicular, _ = cKDTree(border).query(endo)
+        thick = np.where(chord, thick, perpendicular)
+    return theta, np.where(has, thick, np.nan)
 
 
 _MAX_WINDOW_RAYS = 11  # a running median over 11 of 360 rays (about 11 deg) for the maximum: one stray ray is not a wall
@@ -427,14 +504,14 @@ class RegionalSegment(BaseModel):
     segment: int = Field(ge=1, le=16, description="AHA segment number.")
     name: str
     level: Level
-    ed_wall_thickness_mm: Estimate | None = Field(None, description="Mean in-plane end-diastolic wall thickness.")
+    ed_wall_thickness_mm: Estimate | None = Field(None, description="Mean in-plane end-diastolic wall thickness, perpendicular to the wall.")
     ed_max_wall_thickness_mm: Estimate | None = Field(None, description=(
         "Maximal in-plane end-diastolic wall thickness in the segment (ray profile smoothed over ~11 deg): the "
         "hypertrophy criterion is a maximal thickness, so a focal bulge is flagged even when the mean is normal. "
         "Not flagged in apical segments, where the in-plane value over-estimates an obliquely cut wall."))
-    es_wall_thickness_mm: Estimate | None = Field(None, description="Mean in-plane end-systolic wall thickness.")
+    es_wall_thickness_mm: Estimate | None = Field(None, description="Mean in-plane end-systolic wall thickness, perpendicular to the wall.")
     systolic_thickening_pct: Estimate | None = Field(None, description="(ES - ED) / ED thickness, %.")
-    n_rays_ed: int = Field(description="Radial samples behind the ED mean.")
+    n_rays_ed: int = Field(description="Rays (angular positions) behind the ED mean.")
 
 
 class SliceGeometry(BaseModel):
@@ -593,9 +670,10 @@ def regional_function(inp: RegionalFunctionInput, ctx: ToolContext) -> RegionalF
         slices=slices, segments=segments,
         max_ed_wall_thickness_mm=thickest.ed_max_wall_thickness_mm if thickest else None,
         max_ed_wall_thickness_segment=thickest.segment if thickest else None,
-        method=("in-plane wall thickness along 360 radial rays from the LV blood-pool centroid per slice (first myocardial run, "
-                "quarter-pixel nearest-neighbour sampling), averaged per segment over the slices of its level; the segment "
-                "maximum is the largest value of the ray profile after an 11-ray (~11 deg) running median; thickening from "
-                "the segment means at ED and ES; apical values over-estimate where the slice cuts the wall obliquely"),
+        method=("in-plane wall thickness perpendicular to the wall at 360 radial rays from the LV blood-pool centroid per "
+                "slice (distance from the ray's endocardial crossing to the nearest point of the epicardial border, both "
+                "sub-pixel), averaged per segment over the slices of its level; the segment maximum is the largest value of "
+                "the ray profile after an 11-ray (~11 deg) running median; thickening from the segment means at ED and ES; "
+                "apical values over-estimate where the slice cuts the wall obliquely"),
         figures=figures, qc=qc, qc_verdict=verdict,
     )

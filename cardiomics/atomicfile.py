@@ -1,0 +1,96 @@
+"""Write a file whole or not at all: one writer for every file cardiomics publishes under a name.
+
+A temporary file beside the target (a unique name, opened with ``O_EXCL``: never another writer's
+file, a leftover of a crash or a planted symlink) receives the bytes, is fsynced, and is renamed over
+the target; the folder is fsynced so the new name survives a crash as well. Readers see the old file
+or the new one, never a part. Threads and processes writing the same name at once each publish a
+complete file, and the last rename wins.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str | Path, data: bytes | str, *, mode: int | None = None, keep_mode: bool = False,
+                 replace: bool = True, durable: bool = True) -> Path:
+    """Publish ``data`` (text is written as UTF-8) as ``path``; returns the path.
+
+    ``mode``: the file's permission bits, set exactly (the umask does not alter them); by default a
+    new file gets 0666 less the umask, like any file. ``keep_mode``: a file being replaced keeps the
+    mode it has (its owner may have tightened it). ``replace=False``: never overwrite; if ``path``
+    exists, raise ``FileExistsError`` and leave it as it is (two first writers: exactly one wins).
+    ``durable=False`` skips the fsyncs, for files that can be rebuilt.
+    """
+    body = data.encode("utf-8") if isinstance(data, str) else data
+    with replacing(path, mode=mode, keep_mode=keep_mode, replace=replace, durable=durable) as tmp:
+        with open(tmp, "r+b") as fh:
+            fh.write(body)
+    return Path(path)
+
+
+@contextmanager
+def replacing(path: str | Path, *, mode: int | None = None, keep_mode: bool = False, replace: bool = True,
+              durable: bool = True) -> Iterator[Path]:
+    """A temporary path for a writer that needs a file name (nibabel, pyarrow); when the block ends
+    without an error, the file written there is fsynced and published as ``path``, as ``write_atomic``
+    does. An error in the block leaves ``path`` as it was and removes the temporary file.
+
+    The temporary name keeps the target's suffixes (``.nii.gz`` stays ``.nii.gz``), since writers
+    choose the format from them.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if keep_mode:
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except FileNotFoundError:
+            pass
+    suffixes = "".join(path.suffixes)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp{suffixes}")
+    # created owner-only, so the bytes are never readable by others before the mode is set
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.close(fd)
+        yield tmp
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fchmod(fd, 0o666 & ~_umask() if mode is None else mode)
+            if durable:
+                os.fsync(fd)  # the rename must not publish an empty file after a crash
+        finally:
+            os.close(fd)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # fails if the name exists
+    finally:
+        tmp.unlink(missing_ok=True)
+    if durable:
+        _fsync_folder(path.parent)
+
+
+def _umask() -> int:
+    """The process umask, read from /proc where it can be (``os.umask`` can only be read by setting it,
+    which would race other threads creating files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
