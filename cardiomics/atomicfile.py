@@ -9,12 +9,17 @@ complete file, and the last rename wins.
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger()
 
 
 def _fsync_folder(folder: Path) -> None:
@@ -25,25 +30,26 @@ def _fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: str | Path, data: bytes | str, *, mode: int | None = None, keep_mode: bool = False,
+def write_atomic(path: str | Path, data: bytes | str, *, mode: int | None = None, keep_permissions: bool = False,
                  replace: bool = True, durable: bool = True) -> Path:
     """Publish ``data`` (text is written as UTF-8) as ``path``; returns the path.
 
     ``mode``: the file's permission bits, set exactly (the umask does not alter them); by default a
-    new file gets 0666 less the umask, like any file. ``keep_mode``: a file being replaced keeps the
-    mode it has (its owner may have tightened it). ``replace=False``: never overwrite; if ``path``
+    new file gets 0666 less the umask, like any file. ``keep_permissions``: a file being replaced keeps
+    its mode (its owner may have tightened it) and its owner and group, where this process may set
+    them (an administrator running a command as root must not leave a service's file to root). ``replace=False``: never overwrite; if ``path``
     exists, raise ``FileExistsError`` and leave it as it is (two first writers: exactly one wins).
     ``durable=False`` skips the fsyncs, for files that can be rebuilt.
     """
     body = data.encode("utf-8") if isinstance(data, str) else data
-    with replacing(path, mode=mode, keep_mode=keep_mode, replace=replace, durable=durable) as tmp:
+    with replacing(path, mode=mode, keep_permissions=keep_permissions, replace=replace, durable=durable) as tmp:
         with open(tmp, "r+b") as fh:
             fh.write(body)
     return Path(path)
 
 
 @contextmanager
-def replacing(path: str | Path, *, mode: int | None = None, keep_mode: bool = False, replace: bool = True,
+def replacing(path: str | Path, *, mode: int | None = None, keep_permissions: bool = False, replace: bool = True,
               durable: bool = True) -> Iterator[Path]:
     """A temporary path for a writer that needs a file name (nibabel, pyarrow); when the block ends
     without an error, the file written there is fsynced and published as ``path``, as ``write_atomic``
@@ -54,9 +60,11 @@ def replacing(path: str | Path, *, mode: int | None = None, keep_mode: bool = Fa
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if keep_mode:
+    owner: tuple[int, int] | None = None
+    if keep_permissions:
         try:
-            mode = stat.S_IMODE(os.stat(path).st_mode)
+            st = os.stat(path)
+            mode, owner = stat.S_IMODE(st.st_mode), (st.st_uid, st.st_gid)
         except FileNotFoundError:
             pass
     suffixes = "".join(path.suffixes)
@@ -68,7 +76,9 @@ def replacing(path: str | Path, *, mode: int | None = None, keep_mode: bool = Fa
         yield tmp
         fd = os.open(tmp, os.O_RDONLY)
         try:
-            os.fchmod(fd, 0o666 & ~_umask() if mode is None else mode)
+            if owner is not None and owner != (os.geteuid(), os.getegid()):
+                _chown(fd, owner, path)
+            os.fchmod(fd, 0o666 & ~_umask() if mode is None else mode)  # after chown, which may clear set-id bits
             if durable:
                 os.fsync(fd)  # the rename must not publish an empty file after a crash
         finally:
@@ -76,11 +86,44 @@ def replacing(path: str | Path, *, mode: int | None = None, keep_mode: bool = Fa
         if replace:
             os.replace(tmp, path)
         else:
-            os.link(tmp, path)  # fails if the name exists
+            _publish_new(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     if durable:
         _fsync_folder(path.parent)
+
+
+def _publish_new(tmp: Path, path: Path) -> None:
+    """Give ``tmp`` the name ``path`` unless that name exists (``FileExistsError``).
+
+    A hard link does both in one step. File systems without hard links (some network shares) get
+    a check then a rename: two writers in the same instant could then both succeed, the last one
+    winning, which is logged.
+    """
+    try:
+        os.link(tmp, path)
+        return
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+        log.warning("no hard links here: a new file is published by rename", path=str(path))
+    if os.path.lexists(path):
+        raise FileExistsError(errno.EEXIST, "file exists", str(path))
+    os.replace(tmp, path)
+
+
+def _chown(fd: int, owner: tuple[int, int], path: Path) -> None:
+    try:
+        os.fchown(fd, *owner)
+    except PermissionError:
+        try:
+            os.fchown(fd, -1, owner[1])  # a member of the file's group may keep at least the group
+        except PermissionError:
+            pass
+        log.warning("replaced file changes owner", path=str(path), uid=owner[0], gid=owner[1],
+                    hint="run the command as the file's owner (or as root) to keep it readable by the service that owns it")
 
 
 def _umask() -> int:

@@ -53,12 +53,24 @@ def test_modes(tmp_path):
     read_only = write_atomic(tmp_path / "v1.json", "{}", mode=0o444)
     assert _mode(read_only) == 0o444
     os.chmod(secret, 0o640)  # its owner let a group read it: a rewrite keeps that
-    write_atomic(secret, '{"a": 1}', keep_mode=True)
+    write_atomic(secret, '{"a": 1}', keep_permissions=True)
     assert _mode(secret) == 0o640 and secret.read_text() == '{"a": 1}'
     plain = write_atomic(tmp_path / "plain.txt", "x")
     umask = os.umask(0)
     os.umask(umask)
     assert _mode(plain) == 0o666 & ~umask
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_a_rewrite_by_root_keeps_the_owner(tmp_path):
+    """An administrator running a command as root must not leave a service's file (0600) to root."""
+    target = write_atomic(tmp_path / "reviewers.json", "{}", mode=0o600)
+    os.chown(target, 4321, 4322)
+    write_atomic(target, '{"users": {}}', mode=0o600, keep_permissions=True)
+    st = os.stat(target)
+    assert (st.st_uid, st.st_gid, _mode(target)) == (4321, 4322, 0o600)
+    write_atomic(target, "{}", mode=0o600)  # without keep_permissions the writer owns the new file
+    assert os.stat(target).st_uid == 0
 
 
 def test_no_replace_keeps_the_first_file(tmp_path):
@@ -162,3 +174,19 @@ def test_two_writers_of_one_version_leave_one_report_and_its_own_page(tmp_path):
         winner = store.load("run-1", 2).narrative
         page = (tmp_path / str(attempt) / "run-1" / "v2.html").read_text()
         assert [t for t in texts if t in page] == [winner]
+
+
+def test_a_file_system_without_hard_links_still_publishes_new_files(tmp_path, monkeypatch):
+    """Network shares without hard links: a report version or a salt is still written, and still never overwritten."""
+    import errno
+
+    def no_links(src, dst, *a, **k):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    target = write_atomic(tmp_path / "v1.json", b"first", mode=0o444, replace=False)
+    assert target.read_bytes() == b"first" and _mode(target) == 0o444
+    with pytest.raises(FileExistsError):
+        write_atomic(target, b"second", replace=False)
+    assert target.read_bytes() == b"first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v1.json"]

@@ -63,10 +63,11 @@ class Accounts:
         """Replace the file whole (``write_atomic``).
 
         A new file is 0600; a rewrite keeps the mode the file had (its owner may have tightened it
-        or let the server's group read it). Both in one call: deciding "new or not" here first would
+        or let the server's group read it) and its owner (an administrator running ``add-user`` as
+        root leaves the file to the review server's user). Both in one call: deciding "new or not" here first would
         race a file removed in between, which would then get the umask's mode.
         """
-        write_atomic(self.path, json.dumps({"users": users}, indent=2, sort_keys=True), mode=0o600, keep_mode=True)
+        write_atomic(self.path, json.dumps({"users": users}, indent=2, sort_keys=True), mode=0o600, keep_permissions=True)
 
     def _restore(self, users: dict[str, dict], existed: bool) -> None:
         """Put back the file as it was before a change whose audit line could not be written."""
