@@ -31,26 +31,26 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def write_atomic(path: str | Path, data: bytes | str, *, mode: int | None = None, keep_permissions: bool = False,
-                 replace: bool = True, durable: bool = True) -> Path:
+                 replace: bool = True) -> Path:
     """Publish ``data`` (text is written as UTF-8) as ``path``; returns the path.
 
     ``mode``: the file's permission bits, set exactly (the umask does not alter them); by default a
-    new file gets 0666 less the umask, like any file. ``keep_permissions``: a file being replaced keeps
-    its mode (its owner may have tightened it) and its owner and group, where this process may set
-    them (an administrator running a command as root must not leave a service's file to root). ``replace=False``: never overwrite; if ``path``
-    exists, raise ``FileExistsError`` and leave it as it is (two first writers: exactly one wins).
-    ``durable=False`` skips the fsyncs, for files that can be rebuilt.
+    new file gets 0666 less the umask, like any file. ``keep_permissions``: a file being replaced
+    keeps its mode (its owner may have tightened it) and its owner and group, where this process
+    may set them (an administrator running a command as root must not leave a service's file to
+    root). ``replace=False``: never overwrite; if ``path`` exists, raise ``FileExistsError`` and
+    leave it as it is (two first writers: exactly one wins).
     """
     body = data.encode("utf-8") if isinstance(data, str) else data
-    with replacing(path, mode=mode, keep_permissions=keep_permissions, replace=replace, durable=durable) as tmp:
+    with replacing(path, mode=mode, keep_permissions=keep_permissions, replace=replace) as tmp:
         with open(tmp, "r+b") as fh:
             fh.write(body)
     return Path(path)
 
 
 @contextmanager
-def replacing(path: str | Path, *, mode: int | None = None, keep_permissions: bool = False, replace: bool = True,
-              durable: bool = True) -> Iterator[Path]:
+def replacing(path: str | Path, *, mode: int | None = None, keep_permissions: bool = False,
+              replace: bool = True) -> Iterator[Path]:
     """A temporary path for a writer that needs a file name (nibabel, pyarrow); when the block ends
     without an error, the file written there is fsynced and published as ``path``, as ``write_atomic``
     does. An error in the block leaves ``path`` as it was and removes the temporary file.
@@ -79,8 +79,7 @@ def replacing(path: str | Path, *, mode: int | None = None, keep_permissions: bo
             if owner is not None and owner != (os.geteuid(), os.getegid()):
                 _chown(fd, owner, path)
             os.fchmod(fd, 0o666 & ~_umask() if mode is None else mode)  # after chown, which may clear set-id bits
-            if durable:
-                os.fsync(fd)  # the rename must not publish an empty file after a crash
+            os.fsync(fd)  # the rename must not publish an empty file after a crash
         finally:
             os.close(fd)
         if replace:
@@ -89,8 +88,7 @@ def replacing(path: str | Path, *, mode: int | None = None, keep_permissions: bo
             _publish_new(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
-    if durable:
-        _fsync_folder(path.parent)
+    _fsync_folder(path.parent)
 
 
 def _publish_new(tmp: Path, path: Path) -> None:
