@@ -25,16 +25,17 @@ class ReportStore:
         linked into place, so of two writers of one version only one succeeds.
         """
         d = self._dir(report.run_id)
-        path = d / f"v{report.version}.json"
+        html, path = d / f"v{report.version}.html", d / f"v{report.version}.json"
+        lost_race = False
         if not path.exists():
-            write_atomic(d / f"v{report.version}.html", render_html(report), mode=0o444)  # read-only once written
+            write_atomic(html, render_html(report), mode=0o444)  # read-only once written
             try:
                 return write_atomic(path, report.model_dump_json(indent=2), mode=0o444, replace=False)
             except FileExistsError:
-                # another writer of this version came first; its HTML may have been replaced by ours
-                existing = Report.model_validate_json(path.read_text())
-                write_atomic(d / f"v{report.version}.html", render_html(existing), mode=0o444)
+                lost_race = True  # another writer of this version came first
         existing = Report.model_validate_json(path.read_text())
+        if lost_race:
+            write_atomic(html, render_html(existing), mode=0o444)  # ours may have replaced the winner's page
         if existing.content_sha256() == report.content_sha256() and existing.signature == report.signature:
             return path  # the same version written again by a resumed node
         raise PolicyError("version-exists", f"report {report.run_id} v{report.version} already exists and is immutable",

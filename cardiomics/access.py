@@ -20,6 +20,7 @@ from typing import Any
 
 import structlog
 
+from cardiomics.atomicfile import write_atomic
 from cardiomics.audit import AuditTrail
 from cardiomics.errors import AuditError
 
@@ -41,6 +42,20 @@ def os_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError, ImportError):
         return f"uid:{os.getuid()}"
+
+
+def restorer(path: Path) -> Callable[[], None]:
+    """An undo for a change about to be made to ``path``: puts back the bytes it holds now (its mode
+    and owner kept), or removes it if it does not exist yet. Take it under the change's lock."""
+    before = path.read_bytes() if path.exists() else None
+
+    def undo() -> None:
+        if before is None:
+            path.unlink(missing_ok=True)
+        else:
+            write_atomic(path, before, keep_permissions=True)
+
+    return undo
 
 
 def record_access_change(audit_dir: str | Path, event: str, name: str, *, undo: Callable[[], None] | None,

@@ -56,6 +56,7 @@ from pydantic import BaseModel, Field
 from cardiomics import __version__
 from cardiomics.atomicfile import write_atomic
 from cardiomics.errors import InputError
+from cardiomics.filelock import try_exclusive
 
 log = structlog.get_logger(__name__)
 
@@ -504,7 +505,9 @@ def analyse_study(name: str, path: str, out_dir: str, salt: bytes, *, torch_thre
         return StudyOutcome(study=name, status="failed", worker=worker, error=unfit).model_dump()
     study_out = Path(out_dir) / "studies" / name
     (study_out / "audit").mkdir(parents=True, exist_ok=True)
-    with _study_lock(study_out) as held:
+    # a worker keeps running its study after the batch that sent it was stopped (Dask cannot interrupt a
+    # task): a rerun's task for the same study must not write the same files at once
+    with try_exclusive(study_out / ".study.lock") as held:
         if not held:
             return StudyOutcome(study=name, status="failed", worker=worker, error={
                 "error": "InputError", "code": "study-in-progress",
@@ -512,27 +515,6 @@ def analyse_study(name: str, path: str, out_dir: str, salt: bytes, *, torch_thre
                 "hint": "rerun the batch once that task has finished: the study is then skipped, or analysed again"}).model_dump()
         return _analyse_held(name, path, study_out, salt, worker, torch_threads=torch_threads,
                              keep_artifacts=keep_artifacts, covariates=covariates)
-
-
-@contextmanager
-def _study_lock(study_out: Path):
-    """Yields whether this task holds ``STUDY/.study.lock``. A worker keeps running its study after the batch
-    that sent it was stopped (Dask cannot interrupt a task); a rerun's task for the same study must not write
-    the same files at once. The kernel drops the lock when the holder exits, however it exits."""
-    import fcntl
-
-    fd = os.open(study_out / ".study.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        except OSError as exc:  # a file system without locks (some NFS mounts): analyse, unguarded, and say so
-            log.warning("study lock unavailable", study=study_out.name, error=str(exc))
-        yield True
-    finally:
-        os.close(fd)
 
 
 def _analyse_held(name: str, path: str, study_out: Path, salt: bytes, worker: str, *,

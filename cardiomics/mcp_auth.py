@@ -37,7 +37,7 @@ from typing import Any
 import anyio.to_thread
 import structlog
 
-from cardiomics.access import record_access_change
+from cardiomics.access import record_access_change, restorer
 from cardiomics.atomicfile import write_atomic
 from cardiomics.audit import AuditTrail
 from cardiomics.config import Settings
@@ -159,13 +159,6 @@ class TokenStore:
         body = {"tokens": [e.__dict__ for e in sorted(entries.values(), key=lambda e: e.name)]}
         write_atomic(self.path, json.dumps(body, indent=2), mode=0o600)
 
-    def _restore(self, entries: dict[str, TokenEntry], existed: bool) -> None:
-        """Put back the file as it was before a change whose audit line could not be written."""
-        if existed:
-            self._write(entries)
-        else:
-            self.path.unlink(missing_ok=True)
-
     @contextmanager
     def _locked(self) -> Iterator[None]:
         """Serialise read-modify-write of the token file between processes (released when the file closes)."""
@@ -180,7 +173,7 @@ class TokenStore:
                              hint="1-64 characters: letters, digits and _ . @ -, starting with a letter or digit")
         days = expiry_days(expires_days)
         with self._locked():
-            existed, before = self.path.exists(), self._read()
+            before, undo = self._read(), restorer(self.path)
             if name in before:
                 raise PolicyError("token-exists", f"a token named {name!r} exists",
                                   hint=f"revoke it first: `cardiomics mcp token revoke {name}`")
@@ -188,8 +181,7 @@ class TokenStore:
             created = self.now().replace(microsecond=0)
             expires = _iso(created + timedelta(days=days)) if days else None
             self._write({**before, name: TokenEntry(name, token_digest(token), _iso(created), expires)})
-            record_access_change(self.audit_dir, "mcp_token_created", name, expires_at=expires,
-                                 undo=lambda: self._restore(before, existed))
+            record_access_change(self.audit_dir, "mcp_token_created", name, expires_at=expires, undo=undo)
         return token
 
     def revoke(self, name: str) -> None:

@@ -17,10 +17,11 @@ import json
 import os
 import re
 import secrets
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cardiomics.access import record_access_change
+from cardiomics.access import record_access_change, restorer
 from cardiomics.atomicfile import write_atomic
 from cardiomics.errors import InputError, NotFoundError
 from cardiomics.filelock import exclusive
@@ -69,20 +70,12 @@ class Accounts:
         """
         write_atomic(self.path, json.dumps({"users": users}, indent=2, sort_keys=True), mode=0o600, keep_permissions=True)
 
-    def _restore(self, users: dict[str, dict], existed: bool) -> None:
-        """Put back the file as it was before a change whose audit line could not be written."""
-        if existed:
-            self._save(users)
-        else:
-            self.path.unlink(missing_ok=True)
-
-    def _audit(self, event: str, name: str, before: dict[str, dict], existed: bool) -> None:
+    def _audit(self, event: str, name: str, undo: Callable[[], None] | None) -> None:
         """The access-trail line of a change just saved; called under the accounts lock. Only a new
         account is undone when the line cannot be written: a removal or a new password (the old one
         may have leaked) stays in place."""
         if self.audit_dir is not None:
-            undo = (lambda: self._restore(before, existed)) if event == "reviewer_added" else None
-            record_access_change(self.audit_dir, event, name, undo=undo)
+            record_access_change(self.audit_dir, event, name, undo=undo if event == "reviewer_added" else None)
 
     def names(self) -> list[str]:
         return sorted(self._load())
@@ -97,11 +90,11 @@ class Accounts:
         record = {"salt": salt.hex(), "scrypt": dict(SCRYPT), "hash": _digest(password, salt, **SCRYPT).hex(),
                   "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
         with exclusive(self.path.with_name(".reviewers.lock")):  # read-change-write: two commands at once both land
-            existed, before = self.path.exists(), self._load()
+            before, undo = self._load(), restorer(self.path)
             if name in before and not replace:
                 raise InputError("reviewer-exists", f"reviewer {name} already exists", hint="pass --replace to set a new password")
             self._save({**before, name: record})  # a new dict: the cached one stays what the file held
-            self._audit("reviewer_password_reset" if name in before else "reviewer_added", name, before, existed)
+            self._audit("reviewer_password_reset" if name in before else "reviewer_added", name, undo)
 
     def require(self, name: str) -> None:
         """Raise NotFoundError unless the reviewer exists."""
@@ -115,7 +108,7 @@ class Accounts:
             self.require(name)
             before = self._load()
             self._save({k: v for k, v in before.items() if k != name})  # a new dict: the cached one is kept intact
-            self._audit("reviewer_removed", name, before, True)
+            self._audit("reviewer_removed", name, undo=None)
 
     def epoch(self, name: str) -> str | None:
         """A short fingerprint of the user's password record, or None for no such user.
