@@ -68,3 +68,49 @@ def target(value: float | None, limit: float, unit: str, better: str = "lower") 
 def load_average() -> list[float]:
     """Other work on the machine inflates timings: every result records the load it was taken under."""
     return [round(x, 2) for x in os.getloadavg()]
+
+
+def _cpu_jiffies() -> tuple[int, int, int] | None:
+    """(steal, idle, total) CPU time of the whole machine since boot, from /proc/stat; None where unreadable."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 8:
+        return None
+    # user nice system idle iowait irq softirq steal (guest time is already counted in user)
+    return fields[7], fields[3] + fields[4], sum(fields)
+
+
+class MachineState:
+    """What the machine did during a timed stretch: ``with MachineState() as m: ...``, then ``m.figures``.
+
+    On a shared virtual machine a slow run is often not the code's doing. ``cpu_steal_pct``: the share
+    of the machine's CPU time the hypervisor gave to other guests; ``cpu_busy_pct``: the share spent
+    on work in this guest, this process's included (50 on 2 cores: one core busy); ``involuntary_switches``
+    and ``major_faults``: this process preempted, and waiting on pages read from disk. Recorded beside
+    a figure, they tell a disturbed run from a regression.
+    """
+
+    def __init__(self) -> None:
+        self.figures: dict[str, float | int | None] = {}
+
+    def __enter__(self) -> MachineState:
+        import resource
+
+        self._cpu, self._usage = _cpu_jiffies(), resource.getrusage(resource.RUSAGE_SELF)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import resource
+
+        cpu, usage = _cpu_jiffies(), resource.getrusage(resource.RUSAGE_SELF)
+        steal = busy = None
+        if self._cpu is not None and cpu is not None and cpu[2] > self._cpu[2]:
+            total = cpu[2] - self._cpu[2]
+            steal = round(100 * (cpu[0] - self._cpu[0]) / total, 2)
+            busy = round(100 * (total - (cpu[1] - self._cpu[1]) - (cpu[0] - self._cpu[0])) / total, 1)
+        self.figures = {"cpu_steal_pct": steal, "cpu_busy_pct": busy,
+                        "involuntary_switches": usage.ru_nivcsw - self._usage.ru_nivcsw,
+                        "major_faults": usage.ru_majflt - self._usage.ru_majflt}
