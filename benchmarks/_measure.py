@@ -90,7 +90,8 @@ class MachineState:
     of the machine's CPU time the hypervisor gave to other guests; ``cpu_busy_pct``: the share spent
     on work in this guest, this process's included (50 on 2 cores: one core busy); ``involuntary_switches``
     and ``major_faults``: this process preempted, and waiting on pages read from disk. Recorded beside
-    a figure, they tell a disturbed run from a regression.
+    a figure, they show whether other work disturbed the run. A host that slows the whole guest shows
+    in none of them, only in timings such as a benchmark's direct call.
     """
 
     def __init__(self) -> None:
