@@ -173,10 +173,11 @@ class TokenStore:
                              hint="1-64 characters: letters, digits and _ . @ -, starting with a letter or digit")
         days = expiry_days(expires_days)
         with self._locked():
-            before, undo = self._read(), restorer(self.path)
+            before = self._read()
             if name in before:
                 raise PolicyError("token-exists", f"a token named {name!r} exists",
                                   hint=f"revoke it first: `cardiomics mcp token revoke {name}`")
+            undo = restorer(self.path)
             token = TOKEN_PREFIX + secrets.token_urlsafe(32)
             created = self.now().replace(microsecond=0)
             expires = _iso(created + timedelta(days=days)) if days else None

@@ -64,3 +64,10 @@ def assert_no_identifiers(text: str, where: str) -> None:
     text = _BASE64_RUN.sub("", text)
     for s in FAKE_STRINGS:
         assert s not in text, f"identifier {s!r} found in {where}"
+
+
+def access_lines(audit_dir: Path) -> list[dict]:
+    """Every record of the daily access trails in ``audit_dir``, oldest day first."""
+    from cardiomics.audit import AuditTrail
+
+    return [r for p in sorted(Path(audit_dir).glob("access-*.jsonl")) for r in AuditTrail(audit_dir, p.stem).records()]

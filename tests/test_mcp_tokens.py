@@ -20,6 +20,8 @@ from cardiomics.audit import verify_file
 from cardiomics.errors import InputError
 from cardiomics.mcp_auth import TokenStore, expiry_days, token_digest, token_verifier
 
+from conftest import access_lines
+
 T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
 INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
         "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}
@@ -186,10 +188,6 @@ def test_server_start_names_tokens_expiring_within_a_week(settings):
     assert "token later expires" in text and "soon" not in text
 
 
-def _access_lines(settings) -> list[dict]:
-    return [json.loads(line) for p in sorted(settings.audit_dir.glob("access-*.jsonl")) for line in p.read_text().splitlines()]
-
-
 def test_token_create_and_revoke_are_audited_without_the_token(settings):
     """One access line per created or revoked token; a duplicate or unknown name writes none; no token or hash in the trail."""
     import hashlib
@@ -216,7 +214,7 @@ def test_token_create_and_revoke_are_audited_without_the_token(settings):
     token = created.stdout.strip()
     assert token.startswith("cmx_")
 
-    lines = _access_lines(settings)
+    lines = access_lines(settings.audit_dir)
     assert [(r["event"], r["name"], r["actor"]) for r in lines] == [
         ("mcp_token_created", "lab-agent", os_user()),
         ("mcp_token_created", "ci-bot", os_user()),
@@ -256,7 +254,7 @@ def test_a_token_grant_that_cannot_be_audited_is_undone_a_revocation_kept(settin
     assert "withdrawn all the same" in exc.value.message
     assert TokenStore(settings).lookup(leaked) is None
     assert TokenStore(settings).lookup(kept).name == "kept"
-    assert [r["event"] for r in _access_lines(settings)] == ["mcp_token_created", "mcp_token_created"]
+    assert [r["event"] for r in access_lines(settings.audit_dir)] == ["mcp_token_created", "mcp_token_created"]
 
 
 def test_actor_falls_back_to_the_uid(monkeypatch):

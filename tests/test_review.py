@@ -18,6 +18,8 @@ import pytest
 
 from cardiomics.audit import verify_dir
 
+from conftest import access_lines
+
 PASSWORD = "correct horse battery"
 
 
@@ -787,10 +789,6 @@ def _add_reviewer(home, name: str) -> None:
     Accounts(home).add(name, "a-long-password")
 
 
-def _access_lines(settings) -> list[dict]:
-    return [json.loads(line) for p in sorted(settings.audit_dir.glob("access-*.jsonl")) for line in p.read_text().splitlines()]
-
-
 def test_cli_account_changes_are_audited_once_each_without_secrets(settings, cli_logging):
     """add-user, add-user --replace and remove-user each write one access line; refused or declined ones write none."""
     from typer.testing import CliRunner
@@ -817,7 +815,7 @@ def test_cli_account_changes_are_audited_once_each_without_secrets(settings, cli
     assert invoke("remove-user", "dr-cli", stdin="n\n").exit_code == 1  # declined
     assert invoke("remove-user", "dr-cli", stdin="y\n").exit_code == 0
 
-    lines = _access_lines(settings)
+    lines = access_lines(settings.audit_dir)
     assert [(r["event"], r["name"], r["actor"]) for r in lines] == [
         ("reviewer_added", "dr-cli", os_user()),
         ("reviewer_password_reset", "dr-cli", os_user()),

@@ -71,11 +71,10 @@ class Accounts:
         write_atomic(self.path, json.dumps({"users": users}, indent=2, sort_keys=True), mode=0o600, keep_permissions=True)
 
     def _audit(self, event: str, name: str, undo: Callable[[], None] | None) -> None:
-        """The access-trail line of a change just saved; called under the accounts lock. Only a new
-        account is undone when the line cannot be written: a removal or a new password (the old one
-        may have leaked) stays in place."""
+        """The access-trail line of a change just saved; called under the accounts lock. ``undo`` (a
+        grant's) puts the file back if the line cannot be written; None keeps the change."""
         if self.audit_dir is not None:
-            record_access_change(self.audit_dir, event, name, undo=undo if event == "reviewer_added" else None)
+            record_access_change(self.audit_dir, event, name, undo=undo)
 
     def names(self) -> list[str]:
         return sorted(self._load())
@@ -90,9 +89,12 @@ class Accounts:
         record = {"salt": salt.hex(), "scrypt": dict(SCRYPT), "hash": _digest(password, salt, **SCRYPT).hex(),
                   "created_at": datetime.now(UTC).isoformat(timespec="seconds")}
         with exclusive(self.path.with_name(".reviewers.lock")):  # read-change-write: two commands at once both land
-            before, undo = self._load(), restorer(self.path)
+            before = self._load()
             if name in before and not replace:
                 raise InputError("reviewer-exists", f"reviewer {name} already exists", hint="pass --replace to set a new password")
+            # only a new account is undone if its line cannot be written: a new password (the old one may
+            # have leaked) stays in place
+            undo = None if name in before else restorer(self.path)
             self._save({**before, name: record})  # a new dict: the cached one stays what the file held
             self._audit("reviewer_password_reset" if name in before else "reviewer_added", name, undo)
 

@@ -224,9 +224,7 @@ def write_labels_nifti(labels: np.ndarray, like: CineStack, out_path: str | Path
     affine = np.asarray(like.affine, dtype=np.float64)
     if like.meta.get("affine_space", "RAS" if like.source == "nifti" else "LPS") == "LPS":
         affine = _LPS @ affine
-    # (s, r, c) -> (x=c, y=r, z=s); frames last
-    data = np.ascontiguousarray(np.moveaxis(lab.astype(np.uint8), 0, -1).transpose(2, 1, 0, 3) if lab.ndim == 4
-                                else lab.astype(np.uint8).transpose(2, 1, 0))
+    data = np.ascontiguousarray(lab.astype(np.uint8).T)  # ([t,] s, r, c) -> (x=c, y=r, z=s[, t])
     img = nib.Nifti1Image(data, affine)
     hdr = img.header
     sform = int(like.meta.get("nifti_sform_code", 2))
